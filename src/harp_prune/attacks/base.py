@@ -1,0 +1,66 @@
+"""The small base class every attack derives from (torchattacks' pattern).
+
+``Attack.__call__`` runs the model in eval mode (BatchNorm uses running statistics, dropout is off) and
+restores whatever mode it found, even on error; subclasses only implement ``perturb``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from harp_prune.errors import HarpError
+
+
+class Attack(ABC):
+    """An evasion attack within an L-p ball of radius ``eps`` around inputs in [0, 1].
+
+    :param eps: the radius of the threat model.
+    :param norm: ``"linf"`` (or ``"l2"`` where a subclass supports it).
+    """
+
+    name: str = "attack"
+    norms: tuple[str, ...] = ("linf",)
+
+    def __init__(self, eps: float, norm: str = "linf") -> None:
+        if eps < 0:
+            raise HarpError(f"attack eps must be >= 0, got {eps}")
+        if norm not in self.norms:
+            raise HarpError(f"{self.name} supports the norms {', '.join(self.norms)}, not '{norm}'")
+        self.eps = float(eps)
+        self.norm = norm
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Adversarial versions of ``images`` (detached, in [0, 1], within the ball)."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self.perturb(model, images.detach(), labels).detach()
+        finally:
+            model.train(was_training)
+
+    @abstractmethod
+    def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The attack itself; the model is already in eval mode."""
+
+    def project(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Project onto the eps-ball around ``images`` and the [0, 1] box."""
+        if self.norm == "linf":
+            delta = (adversarial - images).clamp(-self.eps, self.eps)
+        else:
+            delta = adversarial - images
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (delta.ndim - 1))
+            delta = delta * (self.eps / norms).clamp(max=1.0)
+        return (images + delta).clamp(0.0, 1.0)
+
+
+def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   loss_fn=nn.functional.cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d loss / d images, logits) for the summed loss, without touching any parameter's ``.grad``."""
+    images = images.clone().requires_grad_(True)
+    logits = model(images)
+    loss = loss_fn(logits, labels, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, images)
+    return grad, logits.detach()

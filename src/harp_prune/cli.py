@@ -1,0 +1,107 @@
+"""The ``harp`` command: a thin layer that parses flags into a RunConfig and calls the pipeline.
+
+Every config key is a flag (``prune.sparsity`` is ``--prune-sparsity``), generated from the dataclasses,
+so the CLI and the library cannot drift apart. Only flags the user gave count as set: the CLI adds no
+values of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harp_prune import pipeline
+from harp_prune.config import build_config, field_types, read_yaml
+from harp_prune.errors import HarpError
+
+ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
+
+COMMANDS = {
+    "run": "pre-train, prune, fine-tune and evaluate (with no flags: the embedded 10-minute default)",
+    "pretrain": "stage 1: adversarial pre-training of the dense model",
+    "prune": "stage 2: learn the masks (HARP) on the pre-trained model, weights frozen",
+    "finetune": "stage 3: fine-tune the pruned model with its masks fixed",
+    "evaluate": "natural and PGD accuracy and sparsity of a checkpoint, as JSON",
+}
+
+
+def flag_for(key: str) -> str:
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return getattr(args[0] if args else tp, "__name__", str(tp))
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="config file; flags override its values")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip finished stages and continue an interrupted one from its last finished epoch")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, tp in field_types().items():
+        section = key.split(".")[0] if "." in key else "run"
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
+        names = [flag_for(key), *ALIASES.get(key, [])]
+        if tp is bool:
+            group.add_argument(*names, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            group.add_argument(*names, dest=key, metavar=_type_name(tp).upper(), default=argparse.SUPPRESS,
+                               help=f"config key {key}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harp", description="HARP: holistic adversarially robust pruning (Zhao & Wressnegger, ICLR 2023)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_config_flags(command)
+        if name == "evaluate":
+            command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    keys = set(field_types())
+    cli_values = {k: v for k, v in vars(args).items() if k in keys}
+    file_values = read_yaml(args.config) if args.config else {}
+    return build_config(file_values, cli_values, file_name=args.config or "config file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        config = config_from_args(args)
+        if command == "run":
+            pipeline.run(config, resume=args.resume)
+        elif command in ("pretrain", "prune", "finetune"):
+            getattr(pipeline, command)(config, resume=args.resume)
+        else:
+            result = pipeline.evaluate(config)
+            checkpoint = Path(config.evaluate.checkpoint or Path(config.out_dir) / "finetune" / "final.pt")
+            output = Path(args.output) if args.output else checkpoint.with_suffix(".eval.json")
+            pipeline.write_json({**result, "checkpoint": str(checkpoint), "environment": pipeline.environment()},
+                                output)
+            robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
+            print(f"natural {100 * result['natural_acc']:.2f}%, {robust}, sparsity {100 * result['sparsity']:.3f}% "
+                  f"on {result['examples']} test images -> {output}")
+    except HarpError as error:
+        print(f"harp: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harp: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""One typed configuration for every stage: dataclass defaults < YAML file < command-line flags.
+
+Data-set-dependent values (the attack's eps and step size) default to ``None`` and are filled from the
+data set's defaults only when nobody set them, so a value the user set is never overridden (the official
+code silently forces lr, beta and paths). Where each value came from is recorded in ``provenance``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harp_prune.errors import HarpError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist-small"  # fashion-mnist-small (embedded) | fashion-mnist | ...
+    root: str | None = None  # folder of the data files for on-disk data sets
+    val_fraction: float = 0.1  # stratified share of the training data held out for model selection
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    test_examples: int | None = None  # evaluate on a stratified subset of the test split
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class AttackConfig:
+    """The threat model of training and of validation (PGD-k, L-inf by default)."""
+
+    norm: str = "linf"
+    eps: float | None = None  # None: the data set's default (Fashion-MNIST 0.1, CIFAR 8/255)
+    step_size: float | None = None  # None: the data set's default (Fashion-MNIST 0.025, CIFAR 2/255)
+    steps: int = 10
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    objective: str | None = None  # None: pretrain's objective
+
+
+@dataclass
+class PretrainConfig(StageConfig):
+    epochs: int = 8
+    objective: str | None = "pgd_at"
+
+
+@dataclass
+class PruneConfig(StageConfig):
+    method: str = "harp"
+    sparsity: float = 0.99  # fraction of conv/linear weights removed
+    epochs: int = 5
+    lr: float = 0.1
+    gamma0: float = 0.01  # first γ and per-epoch increment of the step-wise schedule
+    alpha: float = 0.1  # a_min = alpha * (1 - sparsity)
+    init_strategy: str = "uniform"  # a strategy name, or comma-separated keep-ratios, one per layer
+    init_density: float = 0.1  # density the initial strategy starts from (official: 10% for all targets)
+    source: str | None = None  # dense checkpoint to prune; None: <out_dir>/pretrain/final.pt
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    epochs: int = 5
+    lr: float = 0.01
+    source: str | None = None  # pruned checkpoint; None: <out_dir>/prune/final.pt
+
+
+@dataclass
+class EvalConfig:
+    pgd_steps: int = 20
+    pgd_restarts: int = 1
+    checkpoint: str | None = None  # for `harp evaluate`; None: <out_dir>/finetune/final.pt
+
+
+@dataclass
+class RunConfig:
+    model: str = "small_cnn"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    out_dir: str = "runs/default"
+    select_on: str = "val"  # val (held-out training data) | test (the official code's choice)
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    provenance: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("provenance")
+        return out
+
+
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fashion-mnist-small": {"attack.eps": 0.1, "attack.step_size": 0.025},
+    "fashion-mnist": {"attack.eps": 0.1, "attack.step_size": 0.025},
+}
+
+
+def register_dataset_defaults(dataset: str, defaults: dict[str, Any]) -> None:
+    """Values (by dotted key) that fill unset fields when ``dataset`` is chosen."""
+    DATASET_DEFAULTS[dataset] = defaults
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.default_factory))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def field_types() -> dict[str, Any]:
+    """Every settable key ("seed", "prune.sparsity", ...) with its annotated type."""
+    out: dict[str, Any] = {}
+    hints = _hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "provenance":
+            continue
+        if f.name in SECTIONS:
+            for name, tp in _hints(hints[f.name]).items():
+                out[f"{f.name}.{name}"] = tp
+        else:
+            out[f.name] = hints[f.name]
+    return out
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from YAML or a flag string) to type ``tp``, or explain what is wrong."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        tp = next(a for a in args if a is not type(None))
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise HarpError(f"config key '{key}' has an unsupported type {tp}")
+    name = getattr(tp, "__name__", str(tp))
+    raise HarpError(f"config key '{key}' must be {name}{' or none' if optional else ''}, got {value!r}")
+
+
+def _set(config: RunConfig, key: str, value: Any) -> None:
+    section, _, name = key.rpartition(".")
+    target = getattr(config, section) if section else config
+    setattr(target, name, value)
+
+
+def get(config: RunConfig, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(config, section) if section else config, name)
+
+
+def _flatten(mapping: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise HarpError(f"'{key}' in {source} must be a mapping of settings, got {value!r}")
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise HarpError(f"cannot read config file {path}: {exc.strerror}; check the --config path") from exc
+    except yaml.YAMLError as exc:
+        raise HarpError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise HarpError(f"config file {path} must hold a mapping of settings at the top level")
+    return _flatten(loaded, str(path))
+
+
+def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None,
+                 file_name: str = "config file") -> RunConfig:
+    """Defaults, then the file's values, then the command line's, then data-set defaults for what is unset."""
+    config = RunConfig()
+    types_by_key = field_types()
+    provenance = {key: "default" for key in types_by_key}
+    for values, source in ((file_values or {}, file_name), (cli_values or {}, "command line")):
+        for key, value in values.items():
+            if key not in types_by_key:
+                close = [k for k in types_by_key if k.endswith(f".{key}") or k.split(".")[-1] == key.split(".")[-1]]
+                hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+                raise HarpError(f"unknown config key '{key}' in {source}{hint}")
+            _set(config, key, coerce(key, value, types_by_key[key]))
+            provenance[key] = source
+    defaults = DATASET_DEFAULTS.get(config.data.dataset, {})
+    for key, value in defaults.items():
+        if get(config, key) is None and provenance[key] == "default":
+            _set(config, key, value)
+            provenance[key] = f"default for {config.data.dataset}"
+    config.provenance = provenance
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    if not 0.0 <= config.prune.sparsity < 1.0:
+        raise HarpError(
+            f"prune.sparsity must be in [0, 1) (0.99 removes 99% of the weights), got {config.prune.sparsity}"
+        )
+    if config.select_on not in ("val", "test"):
+        raise HarpError(f"select_on must be 'val' or 'test', got '{config.select_on}'")
+    if config.select_on == "val" and config.data.val_fraction <= 0:
+        raise HarpError("select_on is 'val' but data.val_fraction is 0; hold out some data or select on 'test'")
+    for name in ("pretrain", "prune", "finetune"):
+        stage = getattr(config, name)
+        if stage.epochs < 0 or stage.lr <= 0:
+            raise HarpError(f"{name}.epochs must be >= 0 and {name}.lr > 0")
+    if config.attack.eps is None or config.attack.step_size is None:
+        raise HarpError(
+            f"no default eps/step size is known for data set '{config.data.dataset}'; "
+            "set attack.eps and attack.step_size"
+        )
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the effective configuration, with where each non-default value came from as comments."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    changed = {k: v for k, v in config.provenance.items() if v != "default"}
+    header = ["# effective harp-prune configuration", *(f"# {k}: {v}" for k, v in sorted(changed.items()))]
+    path.write_text("\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
+

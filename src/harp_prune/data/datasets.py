@@ -1,0 +1,223 @@
+"""Data sets as uint8 image arrays, their splits, and the DataLoaders built on them.
+
+Images are kept as uint8 NCHW until a batch is drawn, and scaled to [0, 1] float there: the models
+normalise internally, so attacks always work in pixel space.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from harp_prune.data.idx import read_idx
+from harp_prune.errors import HarpError
+
+EMBEDDED_FILE = "fashion_mnist_small.npz"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+@dataclass
+class ImageData:
+    """Train and test images (uint8, N x C x H x W) with integer labels, and what they are."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+    source: str = ""
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for split, images, labels in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if images.ndim != 4:
+                raise HarpError(f"{self.name} {split} images must be N x C x H x W, got shape {images.shape}")
+            if len(images) != len(labels):
+                raise HarpError(f"{self.name} {split}: {len(images)} images but {len(labels)} labels")
+        if not self.mean:
+            scaled = self.train_x.astype(np.float64) / 255.0
+            self.mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))
+            self.std = tuple(float(v) for v in scaled.std(axis=(0, 2, 3)))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+
+def load_embedded_fashion_mnist() -> ImageData:
+    """The class-balanced Fashion-MNIST subset shipped inside the package (10k train, 2k test)."""
+    ref = resources.files("harp_prune.data").joinpath("embedded", EMBEDDED_FILE)
+    try:
+        with resources.as_file(ref) as path, np.load(path) as arrays:
+            parts = {key: arrays[key] for key in ("train_x", "train_y", "test_x", "test_y")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise HarpError(
+            f"the embedded data file {EMBEDDED_FILE} is missing or damaged ({exc}); reinstall harp-prune"
+        ) from exc
+    return ImageData(
+        name="fashion-mnist-small",
+        train_x=parts["train_x"][:, None],
+        train_y=parts["train_y"].astype(np.int64),
+        test_x=parts["test_x"][:, None],
+        test_y=parts["test_y"].astype(np.int64),
+        classes=FASHION_MNIST_CLASSES,
+        source="embedded subset of Fashion-MNIST (Zalando SE, MIT licence)",
+    )
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(root: str | os.PathLike[str] | None = None) -> ImageData:
+    """The full Fashion-MNIST (60k/10k) from its IDX files in ``root`` or the Debian install path."""
+    folders = [Path(root)] if root else [DEBIAN_FASHION_MNIST]
+    for folder in folders:
+        found = {
+            split: (_find_idx(folder, images), _find_idx(folder, labels))
+            for split, (images, labels) in FASHION_MNIST_FILES.items()
+        }
+        if all(path is not None for pair in found.values() for path in pair):
+            arrays = {split: (read_idx(img), read_idx(lab)) for split, (img, lab) in found.items()}
+            return ImageData(
+                name="fashion-mnist",
+                train_x=arrays["train"][0][:, None],
+                train_y=arrays["train"][1].astype(np.int64),
+                test_x=arrays["test"][0][:, None],
+                test_y=arrays["test"][1].astype(np.int64),
+                classes=FASHION_MNIST_CLASSES,
+                source=f"Fashion-MNIST IDX files in {folder}",
+            )
+    where = ", ".join(str(f) for f in folders)
+    raise HarpError(
+        f"Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] etc.) not found in {where}; "
+        "install them with 'apt-get install dataset-fashion-mnist' or pass --data-root DIR"
+    )
+
+
+DATASET_LOADERS: dict[str, Callable[[str | None], ImageData]] = {
+    "fashion-mnist-small": lambda root: load_embedded_fashion_mnist(),
+    "fashion-mnist": load_fashion_mnist,
+}
+
+
+def register_dataset(name: str, loader: Callable[[str | None], ImageData]) -> None:
+    """Make ``load_dataset(name, root)`` call ``loader(root)``."""
+    DATASET_LOADERS[name] = loader
+
+
+def load_dataset(name: str, root: str | None = None) -> ImageData:
+    """Load a named data set; ``root`` is the folder for those read from disk."""
+    try:
+        loader = DATASET_LOADERS[name]
+    except KeyError:
+        raise HarpError(f"unknown data set '{name}'; choose one of {', '.join(sorted(DATASET_LOADERS))}") from None
+    return loader(root)
+
+
+class UInt8Images(Dataset):
+    """Serves uint8 images as float tensors in [0, 1]."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index].float().div_(255.0), self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # One gather per batch instead of one Python call per image: the loader is not the bottleneck.
+        index = torch.as_tensor(indices)
+        images = self.images[index].float().div_(255.0)
+        return list(zip(images, self.labels[index], strict=True))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) with ``fraction`` of every class held out; deterministic in ``seed``."""
+    if not 0.0 <= fraction < 1.0:
+        raise HarpError(f"validation fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_held = round(len(idx) * fraction)
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+@dataclass
+class Splits:
+    """The three datasets of a run: train, validation (carved from train) and test."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    info: ImageData
+
+
+def make_splits(data: ImageData, val_fraction: float, seed: int, test_limit: int | None = None) -> Splits:
+    """Carve a stratified validation split from ``data``'s training images."""
+    train_idx, val_idx = stratified_split(data.train_y, val_fraction, seed)
+    test_x, test_y = data.test_x, data.test_y
+    if test_limit is not None and test_limit < len(test_y):
+        _, keep = stratified_split(test_y, test_limit / len(test_y), seed)
+        test_x, test_y = test_x[keep], test_y[keep]
+    return Splits(
+        train=UInt8Images(data.train_x[train_idx], data.train_y[train_idx]),
+        val=UInt8Images(data.train_x[val_idx], data.train_y[val_idx]) if len(val_idx) else None,
+        test=UInt8Images(test_x, test_y),
+        info=data,
+    )
+
+
+def tensor_dataset(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
+    """Wrap user tensors (float images in [0, 1], integer labels) for the library's loaders."""
+    if images.ndim != 4:
+        raise HarpError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
+    if images.min() < 0 or images.max() > 1:
+        raise HarpError("images must be scaled to [0, 1]; the model normalises internally")
+    return TensorDataset(images.float(), labels.long())
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
+                sampler: torch.utils.data.Sampler | None = None, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch, via the sampler)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=False,
+    )

@@ -1,0 +1,322 @@
+"""The three-stage pipeline (adversarial pre-training, pruning, fine-tuning) and evaluation.
+
+These functions are what the CLI calls, and what a Python user calls: each takes a :class:`RunConfig`
+and, optionally, the user's own model and data (any ``nn.Module``; any map-style datasets of [0, 1]
+images). Stage outputs live in ``<out_dir>/<stage>/final.pt``; ``resume=True`` skips finished stages and
+continues an interrupted one from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from harp_prune.attacks import PGD, Attack
+from harp_prune.config import RunConfig, save_config
+from harp_prune.data import Splits, load_dataset, make_loader, make_splits
+from harp_prune.errors import HarpError
+from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
+from harp_prune.models import build_model
+from harp_prune.progress import log
+from harp_prune.pruning import Pruner, build_pruner, masked_layers
+from harp_prune.training import (
+    StageSettings,
+    build_objective,
+    load_checkpoint,
+    load_state_into,
+    run_stage,
+    save_atomic,
+)
+
+STAGES = ("pretrain", "prune", "finetune")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise HarpError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarpError(f"device '{name}' asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Context:
+    """What every stage of one run shares: config, device, data, loaders, attacks."""
+
+    config: RunConfig
+    device: torch.device
+    splits: Splits
+    train_loader: DataLoader
+    select_loader: DataLoader
+    test_loader: DataLoader
+    out_dir: Path
+
+    def attack(self, steps: int | None = None, restarts: int = 1) -> PGD:
+        """The configured PGD threat model (training/validation), or a stronger one for evaluation."""
+        a = self.config.attack
+        return PGD(a.eps, a.step_size, steps if steps is not None else a.steps, restarts=restarts, norm=a.norm)
+
+    def spec(self) -> dict[str, Any]:
+        info = self.splits.info
+        return {"name": self.config.model, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
+                "mean": list(info.mean), "std": list(info.std), "dataset": info.name}
+
+
+def prepare(config: RunConfig, splits: Splits | None = None) -> Context:
+    """Load data (unless given), build loaders and resolve the device."""
+    seed_everything(config.seed)
+    if splits is None:
+        data = load_dataset(config.data.dataset, config.data.root)
+        splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples)
+    if config.select_on == "val" and splits.val is None:
+        raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
+    d = config.data
+    device = resolve_device(config.device)
+    pin = device.type == "cuda"
+    train = make_loader(splits.train, d.batch_size, True, config.seed, d.workers, pin_memory=pin)
+    test = make_loader(splits.test, d.eval_batch_size, False, config.seed, d.workers, pin_memory=pin)
+    select = make_loader(splits.val, d.eval_batch_size, False, config.seed, d.workers, pin_memory=pin) \
+        if config.select_on == "val" else test
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    return Context(config, device, splits, train, select, test, out)
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    if spec.get("name") is None:
+        raise HarpError("this checkpoint holds a user-defined model; pass the model instance to load it into")
+    return build_model(spec["name"], spec["input_shape"], spec["num_classes"], spec["mean"], spec["std"])
+
+
+def load_model(path: str | Path, model: nn.Module | None = None,
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Pruner | None, dict[str, Any]]:
+    """Rebuild the model of any stage checkpoint (masked layers included); returns (model, pruner, checkpoint)."""
+    checkpoint = load_checkpoint(path)
+    model = model if model is not None else build_from_spec(checkpoint["model_spec"])
+    pruner = None
+    if checkpoint.get("pruning"):
+        options = dict(checkpoint["pruning"])
+        pruner = build_pruner(options.pop("method"), options.pop("sparsity"), **options)
+        pruner.attach(model)
+    load_state_into(model, checkpoint["model"], str(path))
+    if pruner is not None:
+        pruner.adopt(model)
+    return model.to(device), pruner, checkpoint
+
+
+def _source_model(ctx: Context, path: Path, model: nn.Module | None) -> tuple[nn.Module, Pruner | None, dict]:
+    checkpoint_name = load_checkpoint(path)["model_spec"].get("name")
+    if model is None and checkpoint_name != ctx.config.model:
+        raise HarpError(
+            f"{path} holds a '{checkpoint_name}' model but the config asks for '{ctx.config.model}'; "
+            f"pass --model {checkpoint_name} or another checkpoint"
+        )
+    return load_model(path, model, ctx.device)
+
+
+def _meta(ctx: Context, pruner: Pruner | None) -> dict[str, Any]:
+    return {"model_spec": ctx.spec(), "pruning": pruner.describe() if pruner is not None else None,
+            "config": ctx.config.to_dict()}
+
+
+def _settings(ctx: Context, stage: str) -> StageSettings:
+    s = getattr(ctx.config, stage)
+    return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, ctx.config.seed, ctx.config.progress)
+
+
+def _objective(ctx: Context, stage: str):
+    name = getattr(ctx.config, stage).objective or ctx.config.pretrain.objective
+    return build_objective(name, ctx.attack())
+
+
+def _select_attack(ctx: Context, stage: str) -> Attack | None:
+    objective = _objective(ctx, stage)
+    return ctx.attack() if objective.adversarial else None
+
+
+def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, result) -> Path:
+    path = ctx.out_dir / stage / "final.pt"
+    save_atomic({**_meta(ctx, pruner), "stage": stage, "model": model.state_dict(), "history": result.history,
+                 "best_epoch": result.best_epoch, "metrics": result.best}, path)
+    return path
+
+
+def pretrain(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+             ctx: Context | None = None) -> nn.Module:
+    """Stage 1: adversarial pre-training of a dense model; writes ``pretrain/final.pt``."""
+    ctx = ctx or prepare(config)
+    final = ctx.out_dir / "pretrain" / "final.pt"
+    if resume and final.exists():
+        log(f"[pretrain] finished earlier: {final}")
+        return _source_model(ctx, final, model)[0]
+    seed_everything(config.seed)
+    model = (model if model is not None else build_from_spec(ctx.spec())).to(ctx.device)
+    result = run_stage(_settings(ctx, "pretrain"), model, list(model.parameters()), _objective(ctx, "pretrain"),
+                       ctx.train_loader, ctx.select_loader, _select_attack(ctx, "pretrain"), ctx.device,
+                       ctx.out_dir / "pretrain", _meta(ctx, None), resume=resume)
+    _finish(ctx, "pretrain", model, None, result)
+    return model
+
+
+def make_pruner(config: RunConfig) -> Pruner:
+    p = config.prune
+    strategy: str | list[float] = p.init_strategy
+    if "," in strategy:
+        try:
+            strategy = [float(v) for v in strategy.split(",")]
+        except ValueError:
+            raise HarpError(
+                f"prune.init_strategy '{p.init_strategy}' is neither a strategy name nor a list of numbers"
+            ) from None
+    return build_pruner(p.method, p.sparsity, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
+                        init_density=p.init_density)
+
+
+def prune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+          ctx: Context | None = None) -> nn.Module:
+    """Stage 2: learn masks on the dense model (weights frozen); writes ``prune/final.pt``.
+
+    The dense model comes from ``prune.source`` or ``pretrain/final.pt``, or is ``model`` itself when given
+    with trained weights and no source. The selected epoch's rates are then projected onto the budget.
+    """
+    ctx = ctx or prepare(config)
+    final = ctx.out_dir / "prune" / "final.pt"
+    if resume and final.exists():
+        log(f"[prune] finished earlier: {final}")
+        return _source_model(ctx, final, model)[0]
+    source = Path(config.prune.source) if config.prune.source else ctx.out_dir / "pretrain" / "final.pt"
+    if model is None or config.prune.source or source.exists():
+        model, _, _ = _source_model(ctx, source, model)
+    model = model.to(ctx.device)
+    seed_everything(config.seed)
+    pruner = make_pruner(config)
+    if masked_layers(model):
+        raise HarpError(f"{source} is already pruned; prune a dense (pretrain) checkpoint")
+    pruner.attach(model)
+    model.to(ctx.device)
+    params = pruner.trainable_parameters(model)
+    settings = _settings(ctx, "prune")
+    if not pruner.needs_training:
+        settings.epochs = 0
+    result = run_stage(settings, model, params, _objective(ctx, "prune"), ctx.train_loader, ctx.select_loader,
+                       _select_attack(ctx, "prune"), ctx.device, ctx.out_dir / "prune", _meta(ctx, pruner),
+                       pruner=pruner, resume=resume)
+    shift = pruner.finalize()
+    report = pruner.report(model)
+    log(f"[prune] budget projection shifted the rate logits by {shift:+.4f}: sparsity {report.sparsity:.5f} "
+        f"(target {pruner.sparsity}), {report.kept:,} of {report.total:,} weights kept")
+    _finish(ctx, "prune", model, pruner, result)
+    return model
+
+
+def finetune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+             ctx: Context | None = None) -> nn.Module:
+    """Stage 3: train weights and BatchNorm with the masks fixed; writes ``finetune/final.pt``."""
+    ctx = ctx or prepare(config)
+    final = ctx.out_dir / "finetune" / "final.pt"
+    if resume and final.exists():
+        log(f"[finetune] finished earlier: {final}")
+        return _source_model(ctx, final, model)[0]
+    source = Path(config.finetune.source) if config.finetune.source else ctx.out_dir / "prune" / "final.pt"
+    model, pruner, _ = _source_model(ctx, source, model)
+    if pruner is None:
+        raise HarpError(f"{source} is not a pruned checkpoint; fine-tune the output of 'harp prune'")
+    seed_everything(config.seed)
+    frozen = {id(p) for layer in pruner.layers for p in (layer.scores, layer.rate)}
+    for param in model.parameters():  # the mask stays fixed: scores and rates frozen, the rest trained
+        param.requires_grad_(id(param) not in frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    result = run_stage(_settings(ctx, "finetune"), model, params, _objective(ctx, "finetune"), ctx.train_loader,
+                       ctx.select_loader, _select_attack(ctx, "finetune"), ctx.device, ctx.out_dir / "finetune",
+                       _meta(ctx, pruner), resume=resume)
+    _finish(ctx, "finetune", model, pruner, result)
+    return model
+
+
+def evaluate(config: RunConfig, *, model: nn.Module | None = None, checkpoint: str | Path | None = None,
+             ctx: Context | None = None) -> dict[str, Any]:
+    """Natural and PGD-k accuracy on the test split, with counted sparsity; returns JSON-ready data."""
+    ctx = ctx or prepare(config)
+    if model is None:
+        path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
+        model = _source_model(ctx, path, None)[0]
+    model = model.to(ctx.device)
+    e = config.evaluate
+    attacks = {f"pgd{e.pgd_steps}": ctx.attack(e.pgd_steps, e.pgd_restarts)}
+    result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress)
+    result.update({"dataset": ctx.splits.info.name, "eps": config.attack.eps, "norm": config.attack.norm,
+                   "seed": config.seed})
+    return result
+
+
+def environment() -> dict[str, str]:
+    from harp_prune import __version__
+
+    return {"harp_prune": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_json(data: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)
+
+
+def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
+        resume: bool = False) -> dict[str, Any]:
+    """All stages, then dense-vs-pruned evaluation; writes ``results.json`` and ``summary.md``."""
+    started = time.perf_counter()
+    ctx = prepare(config, splits)
+    log(f"harp run: {config.model} on {ctx.splits.info.name} ({len(ctx.splits.train)} train, "
+        f"{len(ctx.splits.val) if ctx.splits.val is not None else 0} val, {len(ctx.splits.test)} test), "
+        f"{config.prune.method} to sparsity {config.prune.sparsity}, device {ctx.device}, out {ctx.out_dir}")
+    dense = pretrain(config, model=model, resume=resume, ctx=ctx)
+    dense_eval = evaluate(config, model=dense, ctx=ctx)
+    pruned = prune(config, model=dense, resume=resume, ctx=ctx)
+    pruned = finetune(config, model=pruned if model is not None else None, resume=resume, ctx=ctx)
+    pruned_eval = evaluate(config, model=pruned, ctx=ctx)
+    histories = {stage: load_checkpoint(ctx.out_dir / stage / "final.pt")["history"] for stage in STAGES}
+    results = {
+        "config": config.to_dict(), "provenance": {k: v for k, v in config.provenance.items() if v != "default"},
+        "dense": dense_eval, "pruned": pruned_eval, "history": histories,
+        "wall_seconds": time.perf_counter() - started, "environment": environment(),
+    }
+    write_json(results, ctx.out_dir / "results.json")
+    summary = summarize(results)
+    (ctx.out_dir / "summary.md").write_text(summary + "\n")
+    log(summary)
+    return results
+
+
+def summarize(results: dict[str, Any]) -> str:
+    table = comparison_table({"dense": results["dense"], "pruned": results["pruned"]})
+    return (f"## dense vs pruned ({results['config']['prune']['method']}, "
+            f"{results['pruned']['examples']} test images, eps {results['pruned']['eps']:.4g})\n\n{table}\n\n"
+            f"## per-layer keep-ratios of the pruned model\n\n{layer_table(results['pruned'])}\n\n"
+            f"wall time: {results['wall_seconds']:.0f} s")

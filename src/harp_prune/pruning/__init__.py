@@ -1,0 +1,45 @@
+"""Pruning: masked layers with the STE, keep-ratio parametrisation, size loss, γ schedule and pruners.
+
+``PRUNERS`` maps a method name to its class; ``build_pruner(name, sparsity, **options)`` makes one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from harp_prune.errors import HarpError
+from harp_prune.pruning.base import Pruner, scaled_score_init, set_layer_densities
+from harp_prune.pruning.budget import project_to_budget
+from harp_prune.pruning.harp import HarpPruner
+from harp_prune.pruning.masked import MaskedLayer, iter_prunable, masked_layers, unwrap_model, wrap_model
+from harp_prune.pruning.rates import keep_ratio, kept_count, rate_for_keep_ratio
+from harp_prune.pruning.schedule import GammaSchedule
+from harp_prune.pruning.sparsity import SparsityReport, size_loss, soft_density, sparsity_report
+from harp_prune.pruning.strategies import STRATEGIES, layer_densities, register_strategy
+
+PRUNERS: dict[str, type[Pruner]] = {HarpPruner.name: HarpPruner}
+
+
+def register_pruner(cls: type[Pruner]) -> type[Pruner]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    PRUNERS[cls.name] = cls
+    return cls
+
+
+def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
+    """Instantiate pruner ``method``; options it does not take (e.g. gamma0 for HYDRA) are ignored."""
+    try:
+        cls = PRUNERS[method]
+    except KeyError:
+        raise HarpError(f"unknown pruning method '{method}'; choose one of {', '.join(sorted(PRUNERS))}") from None
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(sparsity, **{k: v for k, v in options.items() if k in accepted})
+
+
+__all__ = [
+    "PRUNERS", "STRATEGIES", "GammaSchedule", "HarpPruner", "MaskedLayer", "Pruner", "SparsityReport",
+    "build_pruner", "iter_prunable", "keep_ratio", "kept_count", "layer_densities", "masked_layers",
+    "project_to_budget", "rate_for_keep_ratio", "register_pruner", "register_strategy", "scaled_score_init",
+    "set_layer_densities", "size_loss", "soft_density", "sparsity_report", "unwrap_model", "wrap_model",
+]

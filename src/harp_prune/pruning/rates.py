@@ -1,0 +1,37 @@
+"""The keep-ratio parametrisation a = a_min + (1 - a_min) * sigmoid(r) and its inverse (method.md §3.1, §3.4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harp_prune.errors import HarpError
+
+
+def check_density(density: float, what: str = "target density") -> float:
+    """Validate a kept fraction in (0, 1]; sparsity 0.99 is density 0.01."""
+    if not 0.0 < density <= 1.0:
+        raise HarpError(f"{what} must be in (0, 1] (sparsity in [0, 1)), got {density}")
+    return float(density)
+
+
+def keep_ratio(rate: torch.Tensor, min_keep: float) -> torch.Tensor:
+    """a(r) = a_min + (1 - a_min) * sigmoid(r): always in (a_min, 1), differentiable."""
+    return min_keep + (1.0 - min_keep) * torch.sigmoid(rate)
+
+
+def rate_for_keep_ratio(density: float, min_keep: float) -> float:
+    """The logit r with keep_ratio(r) == density.
+
+    The official code clips u to [-0.99, 0.99] before the logit; a negative u has no logit, so we clip to
+    [1e-6, 1 - 1e-6] instead (official-code.md bug 4). Densities at or below a_min land just above it.
+    """
+    u = (density - min_keep) / (1.0 - min_keep)
+    u = min(max(u, 1e-6), 1.0 - 1e-6)
+    return math.log(u / (1.0 - u))
+
+
+def kept_count(density: float, numel: int) -> int:
+    """Integer number of weights a layer keeps at keep-ratio ``density``: N - floor((1 - a) * N) (>= 1)."""
+    return numel - math.floor((1.0 - density) * numel)

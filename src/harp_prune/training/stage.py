@@ -1,0 +1,120 @@
+"""The epoch loop shared by pre-training, pruning and fine-tuning.
+
+Each epoch: set the cosine learning rate, train, let the pruner update its schedule, measure natural and
+robust accuracy on the selection split, keep the best checkpoint, and write ``last.pt`` atomically, so a
+killed run continues with ``resume=True`` from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from harp_prune.attacks import Attack
+from harp_prune.progress import log
+from harp_prune.pruning import Pruner, sparsity_report
+from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
+from harp_prune.training.loop import accuracy, cosine_lr, set_lr, train_epoch
+from harp_prune.training.objectives import Objective
+
+
+@dataclass
+class StageSettings:
+    name: str
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    show_progress: bool = True
+
+
+@dataclass
+class StageResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+
+
+def _reseed_loader(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make the epoch's shuffling a function of (seed, epoch) alone, so a resumed run sees the same order."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 1_000_003 + epoch)
+
+
+def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Parameter], objective: Objective,
+              train_loader: DataLoader, select_loader: DataLoader, select_attack: Attack | None,
+              device: torch.device, out_dir: Path, meta: dict[str, Any], pruner: Pruner | None = None,
+              resume: bool = False) -> StageResult:
+    """Train ``params`` of ``model`` for ``settings.epochs`` epochs; leave the selected epoch's weights loaded.
+
+    ``meta`` is stored in every checkpoint (model spec, pruning description, config). The best epoch is
+    the one with the highest robust accuracy on ``select_loader`` (natural accuracy when no attack),
+    counted only once ``pruner.ready`` (HARP: the budget was reached).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    result, start = StageResult(), 0
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, device)
+        load_state_into(model, state["model"], str(last_path))
+        optimizer.load_state_dict(state["optimizer"])
+        if pruner is not None:
+            pruner.load_state_dict(state["pruner"])
+        result = StageResult(state["history"], state["best_epoch"], state["best"])
+        start = state["epoch"] + 1
+        log(f"[{settings.name}] resuming after epoch {start} of {settings.epochs} from {last_path}")
+    metric = "robust_acc" if select_attack is not None else "natural_acc"
+    for epoch in range(start, settings.epochs):
+        lr = cosine_lr(settings.lr, epoch, settings.epochs)
+        set_lr(optimizer, lr)
+        _reseed_loader(train_loader, settings.seed, epoch)
+
+        def status(epoch: int = epoch) -> dict[str, str]:
+            fields = {}
+            if pruner is not None:
+                fields["sparsity"] = f"{sparsity_report(model).sparsity:.4f}"
+                if pruner.learns_rates:
+                    fields["gamma"] = f"{pruner.gamma_for(epoch):.3g}"
+            return fields
+
+        train = train_epoch(
+            model, train_loader, optimizer, objective, device,
+            penalty=(lambda epoch=epoch: pruner.penalty(epoch)) if pruner is not None else None,
+            status=status, desc=f"{settings.name} {epoch + 1}/{settings.epochs}", show_progress=settings.show_progress,
+        )
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["accuracy"],
+                               "seconds": train["seconds"]}
+        if pruner is not None:
+            row.update(pruner.end_epoch(epoch))
+            row["sparsity"] = sparsity_report(model).sparsity
+        row["natural_acc"] = accuracy(model, select_loader, device)
+        if select_attack is not None:
+            row["robust_acc"] = accuracy(model, select_loader, device, select_attack)
+        result.history.append(row)
+        log(f"[{settings.name}] epoch {epoch + 1}/{settings.epochs} " + " ".join(
+            f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+        selectable = pruner is None or pruner.ready
+        if selectable and (result.best_epoch is None or row[metric] > result.best[metric]):
+            result.best_epoch, result.best = epoch, dict(row)
+            save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
+                         "metrics": row}, best_path)
+        save_atomic({
+            **meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner is not None else {},
+            "history": result.history, "best_epoch": result.best_epoch, "best": result.best,
+        }, last_path)
+    if result.best_epoch is not None and best_path.exists():
+        load_state_into(model, load_checkpoint(best_path, device)["model"], str(best_path))
+    elif settings.epochs > 0:
+        log(f"[{settings.name}] no epoch was eligible for selection (budget never reached); keeping the last one")
+    return result
