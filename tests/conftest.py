@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from harp_prune.attacks import PGD
 from harp_prune.config import build_config
-from harp_prune.data import ImageData, Splits, load_embedded_fashion_mnist, make_splits
+from harp_prune.data import ImageData, Splits, load_embedded_fashion_mnist, make_loader, make_splits
 from harp_prune.models import build_model
 from harp_prune.training import PGDAT, Natural
 from harp_prune.training.loop import train_epoch
-from harp_prune.attacks import PGD
-from harp_prune.data import make_loader
 
 torch.set_num_threads(2)
 

@@ -25,6 +25,7 @@ class DataConfig:
     val_fraction: float = 0.1  # stratified share of the training data held out for model selection
     batch_size: int = 128
     eval_batch_size: int = 500
+    train_examples: int | None = None  # train on a stratified subset of the training split (quick runs)
     test_examples: int | None = None  # evaluate on a stratified subset of the test split
     workers: int = 0  # DataLoader worker processes
 

@@ -92,7 +92,8 @@ def prepare(config: RunConfig, splits: Splits | None = None) -> Context:
     seed_everything(config.seed)
     if splits is None:
         data = load_dataset(config.data.dataset, config.data.root)
-        splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples)
+        splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples,
+                             config.data.train_examples)
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
     d = config.data

@@ -183,13 +183,26 @@ class Splits:
     info: ImageData
 
 
-def make_splits(data: ImageData, val_fraction: float, seed: int, test_limit: int | None = None) -> Splits:
-    """Carve a stratified validation split from ``data``'s training images."""
+def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of a class-balanced subset of about ``limit`` examples (all of them when limit is None)."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    if limit <= 0:
+        raise HarpError(f"an example limit must be positive, got {limit}")
+    return stratified_split(labels, limit / len(labels), seed)[1]
+
+
+def make_splits(data: ImageData, val_fraction: float, seed: int, test_limit: int | None = None,
+                train_limit: int | None = None) -> Splits:
+    """Carve a stratified validation split from ``data``'s training images; optionally subsample train/test.
+
+    ``train_limit`` subsamples the training part after the validation split was carved, so the
+    validation images never depend on it.
+    """
     train_idx, val_idx = stratified_split(data.train_y, val_fraction, seed)
-    test_x, test_y = data.test_x, data.test_y
-    if test_limit is not None and test_limit < len(test_y):
-        _, keep = stratified_split(test_y, test_limit / len(test_y), seed)
-        test_x, test_y = test_x[keep], test_y[keep]
+    train_idx = train_idx[stratified_subset(data.train_y[train_idx], train_limit, seed)]
+    keep = stratified_subset(data.test_y, test_limit, seed)
+    test_x, test_y = data.test_x[keep], data.test_y[keep]
     return Splits(
         train=UInt8Images(data.train_x[train_idx], data.train_y[train_idx]),
         val=UInt8Images(data.train_x[val_idx], data.train_y[val_idx]) if len(val_idx) else None,

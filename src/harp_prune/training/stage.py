@@ -71,6 +71,9 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         if pruner is not None:
             pruner.load_state_dict(state["pruner"])
         result = StageResult(state["history"], state["best_epoch"], state["best"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start = state["epoch"] + 1
         log(f"[{settings.name}] resuming after epoch {start} of {settings.epochs} from {last_path}")
     metric = "robust_acc" if select_attack is not None else "natural_acc"
@@ -112,6 +115,10 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             **meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner is not None else {},
             "history": result.history, "best_epoch": result.best_epoch, "best": result.best,
+            # the attacks' random starts draw from these: restoring them makes a resumed run match an
+            # uninterrupted one
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }, last_path)
     if result.best_epoch is not None and best_path.exists():
         load_state_into(model, load_checkpoint(best_path, device)["model"], str(best_path))

@@ -1,0 +1,60 @@
+"""PGD and FGSM: they lower accuracy, stay within the eps-ball and [0, 1], and restore the model's mode."""
+
+import pytest
+import torch
+
+from harp_prune.attacks import FGSM, PGD
+
+
+def _accuracy(model, images, labels):
+    with torch.no_grad():
+        return float((model(images).argmax(1) == labels).float().mean())
+
+
+@pytest.mark.parametrize("attack", [PGD(0.1, 0.025, steps=5), PGD(0.1, 0.025, steps=3, restarts=2), FGSM(0.1),
+                                    PGD(1.5, 0.4, steps=5, norm="l2")], ids=["pgd", "pgd-restarts", "fgsm", "pgd-l2"])
+def test_attack_lowers_accuracy_and_stays_in_ball(trained_model, test_batch, attack):
+    images, labels = test_batch
+    clean = _accuracy(trained_model, images, labels)
+    adversarial = attack(trained_model, images, labels)
+    robust = _accuracy(trained_model, adversarial, labels)
+    assert clean > 0.55
+    assert robust < clean - 0.1
+    delta = (adversarial - images).flatten(1)
+    bound = delta.abs().max(1).values if attack.norm == "linf" else delta.norm(dim=1)
+    assert torch.all(bound <= attack.eps + 1e-5)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_pgd_is_stronger_than_fgsm(trained_model, test_batch):
+    images, labels = test_batch
+    pgd = _accuracy(trained_model, PGD(0.1, 0.025, steps=10)(trained_model, images, labels), labels)
+    fgsm = _accuracy(trained_model, FGSM(0.1)(trained_model, images, labels), labels)
+    assert pgd <= fgsm + 0.01
+
+
+def test_attack_runs_in_eval_mode_and_restores_training_mode(trained_model, test_batch):
+    seen = []
+    hook = trained_model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    trained_model.train()
+    try:
+        PGD(0.1, 0.025, steps=2)(trained_model, *[t[:8] for t in test_batch])
+    finally:
+        hook.remove()
+        trained_model.eval()
+    assert seen and not any(seen)
+
+
+def test_mode_restored(trained_model, test_batch):
+    trained_model.train()
+    FGSM(0.1)(trained_model, *[t[:4] for t in test_batch])
+    assert trained_model.training
+    trained_model.eval()
+    FGSM(0.1)(trained_model, *[t[:4] for t in test_batch])
+    assert not trained_model.training
+
+
+def test_attack_does_not_touch_parameter_gradients(trained_model, test_batch):
+    trained_model.zero_grad(set_to_none=True)
+    PGD(0.1, 0.025, steps=2)(trained_model, *[t[:8] for t in test_batch])
+    assert all(p.grad is None for p in trained_model.parameters())
