@@ -51,7 +51,7 @@ class StageConfig:
 
 @dataclass
 class PretrainConfig(StageConfig):
-    epochs: int = 8
+    epochs: int = 10
     objective: str | None = "pgd_at"
 
 
@@ -59,7 +59,7 @@ class PretrainConfig(StageConfig):
 class PruneConfig(StageConfig):
     method: str = "harp"
     sparsity: float = 0.99  # fraction of conv/linear weights removed
-    epochs: int = 5
+    epochs: int = 8
     lr: float = 0.1
     gamma0: float = 0.01  # first γ and per-epoch increment of the step-wise schedule
     alpha: float = 0.1  # a_min = alpha * (1 - sparsity)
@@ -70,7 +70,7 @@ class PruneConfig(StageConfig):
 
 @dataclass
 class FinetuneConfig(StageConfig):
-    epochs: int = 5
+    epochs: int = 8
     lr: float = 0.01
     source: str | None = None  # pruned checkpoint; None: <out_dir>/prune/final.pt
 

@@ -64,6 +64,8 @@ class MaskedLayer(nn.Module):
         self.scores = nn.Parameter(layer.weight.detach().abs().clone())
         self.rate = nn.Parameter(torch.tensor(20.0))  # sigmoid(20) ~ 1: dense until a pruner sets it
         self.min_keep = float(min_keep)
+        # False re-sorts |S| on every forward pass, as the official code does (kept for benchmarks).
+        self.reuse_mask = True
         self._mask_key: tuple[int, ...] | None = None
         self._mask: torch.Tensor | None = None
 
@@ -87,7 +89,7 @@ class MaskedLayer(nn.Module):
         """The binary mask (same shape as the weight), recomputed only when S, r or a_min changed."""
         key = (self.scores._version, self.scores.data_ptr(), self.rate._version, self.rate.data_ptr(),
                hash(self.min_keep))
-        if key != self._mask_key or self._mask is None:
+        if key != self._mask_key or self._mask is None or not self.reuse_mask:
             with torch.no_grad():
                 magnitude = self.scores.detach().abs().flatten()
                 keep = self.kept()
