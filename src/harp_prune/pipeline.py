@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import RunConfig, save_config
@@ -75,6 +75,11 @@ class Context:
     select_loader: DataLoader
     test_loader: DataLoader
     out_dir: Path
+    user_model: bool = False  # the model is the caller's, not from the zoo: checkpoints cannot rebuild it
+
+    @property
+    def dataset_name(self) -> str:
+        return self.splits.info.name if self.splits.info is not None else "user data"
 
     def attack(self, steps: int | None = None, restarts: int = 1) -> PGD:
         """The configured PGD threat model (training/validation), or a stronger one for evaluation."""
@@ -82,12 +87,24 @@ class Context:
         return PGD(a.eps, a.step_size, steps if steps is not None else a.steps, restarts=restarts, norm=a.norm)
 
     def spec(self) -> dict[str, Any]:
+        """How to rebuild the model: a zoo name with input shape, classes and normalisation statistics."""
         info = self.splits.info
-        return {"name": self.config.model, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
+        name = None if self.user_model else self.config.model
+        if info is None:
+            images, _ = next(iter(self.test_loader))
+            return {"name": name, "input_shape": list(images.shape[1:]), "num_classes": None, "mean": None,
+                    "std": None, "dataset": self.dataset_name}
+        return {"name": name, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
                 "mean": list(info.mean), "std": list(info.std), "dataset": info.name}
 
 
-def prepare(config: RunConfig, splits: Splits | None = None) -> Context:
+def _loader(part: Dataset | DataLoader, batch_size: int, shuffle: bool, config: RunConfig, pin: bool) -> DataLoader:
+    if isinstance(part, DataLoader):
+        return part
+    return make_loader(part, batch_size, shuffle, config.seed, config.data.workers, pin_memory=pin)
+
+
+def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False) -> Context:
     """Load data (unless given), build loaders and resolve the device."""
     seed_everything(config.seed)
     if splits is None:
@@ -99,14 +116,13 @@ def prepare(config: RunConfig, splits: Splits | None = None) -> Context:
     d = config.data
     device = resolve_device(config.device)
     pin = device.type == "cuda"
-    train = make_loader(splits.train, d.batch_size, True, config.seed, d.workers, pin_memory=pin)
-    test = make_loader(splits.test, d.eval_batch_size, False, config.seed, d.workers, pin_memory=pin)
-    select = make_loader(splits.val, d.eval_batch_size, False, config.seed, d.workers, pin_memory=pin) \
-        if config.select_on == "val" else test
+    train = _loader(splits.train, d.batch_size, True, config, pin)
+    test = _loader(splits.test, d.eval_batch_size, False, config, pin)
+    select = _loader(splits.val, d.eval_batch_size, False, config, pin) if config.select_on == "val" else test
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    return Context(config, device, splits, train, select, test, out)
+    return Context(config, device, splits, train, select, test, out, user_model)
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -168,10 +184,10 @@ def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, r
     return path
 
 
-def pretrain(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
              ctx: Context | None = None) -> nn.Module:
     """Stage 1: adversarial pre-training of a dense model; writes ``pretrain/final.pt``."""
-    ctx = ctx or prepare(config)
+    ctx = ctx or prepare(config, splits, user_model=model is not None)
     final = ctx.out_dir / "pretrain" / "final.pt"
     if resume and final.exists():
         log(f"[pretrain] finished earlier: {final}")
@@ -199,14 +215,14 @@ def make_pruner(config: RunConfig) -> Pruner:
                         init_density=p.init_density)
 
 
-def prune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
           ctx: Context | None = None) -> nn.Module:
     """Stage 2: learn masks on the dense model (weights frozen); writes ``prune/final.pt``.
 
     The dense model comes from ``prune.source`` or ``pretrain/final.pt``, or is ``model`` itself when given
     with trained weights and no source. The selected epoch's rates are then projected onto the budget.
     """
-    ctx = ctx or prepare(config)
+    ctx = ctx or prepare(config, splits, user_model=model is not None)
     final = ctx.out_dir / "prune" / "final.pt"
     if resume and final.exists():
         log(f"[prune] finished earlier: {final}")
@@ -236,10 +252,10 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = F
     return model
 
 
-def finetune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,
+def finetune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
              ctx: Context | None = None) -> nn.Module:
     """Stage 3: train weights and BatchNorm with the masks fixed; writes ``finetune/final.pt``."""
-    ctx = ctx or prepare(config)
+    ctx = ctx or prepare(config, splits, user_model=model is not None)
     final = ctx.out_dir / "finetune" / "final.pt"
     if resume and final.exists():
         log(f"[finetune] finished earlier: {final}")
@@ -260,10 +276,10 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, resume: bool 
     return model
 
 
-def evaluate(config: RunConfig, *, model: nn.Module | None = None, checkpoint: str | Path | None = None,
-             ctx: Context | None = None) -> dict[str, Any]:
+def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
+             checkpoint: str | Path | None = None, ctx: Context | None = None) -> dict[str, Any]:
     """Natural and PGD-k accuracy on the test split, with counted sparsity; returns JSON-ready data."""
-    ctx = ctx or prepare(config)
+    ctx = ctx or prepare(config, splits, user_model=model is not None)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
         model = _source_model(ctx, path, None)[0]
@@ -271,7 +287,7 @@ def evaluate(config: RunConfig, *, model: nn.Module | None = None, checkpoint: s
     e = config.evaluate
     attacks = {f"pgd{e.pgd_steps}": ctx.attack(e.pgd_steps, e.pgd_restarts)}
     result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress)
-    result.update({"dataset": ctx.splits.info.name, "eps": config.attack.eps, "norm": config.attack.norm,
+    result.update({"dataset": ctx.dataset_name, "eps": config.attack.eps, "norm": config.attack.norm,
                    "seed": config.seed})
     return result
 
@@ -293,9 +309,10 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
         resume: bool = False) -> dict[str, Any]:
     """All stages, then dense-vs-pruned evaluation; writes ``results.json`` and ``summary.md``."""
     started = time.perf_counter()
-    ctx = prepare(config, splits)
-    log(f"harp run: {config.model} on {ctx.splits.info.name} ({len(ctx.splits.train)} train, "
-        f"{len(ctx.splits.val) if ctx.splits.val is not None else 0} val, {len(ctx.splits.test)} test), "
+    ctx = prepare(config, splits, user_model=model is not None)
+    log(f"harp run: {type(model).__name__ if model is not None else config.model} on {ctx.dataset_name} "
+        f"({len(ctx.train_loader.dataset)} train, {len(ctx.select_loader.dataset)} selection, "
+        f"{len(ctx.test_loader.dataset)} test), "
         f"{config.prune.method} to sparsity {config.prune.sparsity}, device {ctx.device}, out {ctx.out_dir}")
     dense = pretrain(config, model=model, resume=resume, ctx=ctx)
     dense_eval = evaluate(config, model=dense, ctx=ctx)

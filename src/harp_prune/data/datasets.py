@@ -175,12 +175,16 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 @dataclass
 class Splits:
-    """The three datasets of a run: train, validation (carved from train) and test."""
+    """The data of a run: train, validation (for model selection) and test.
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset
-    info: ImageData
+    Each part is a map-style dataset of ([0, 1] image, label) pairs or a ready DataLoader. ``info`` is the
+    ImageData they came from, if any (the model zoo needs its shape, classes and statistics).
+    """
+
+    train: Dataset | DataLoader
+    val: Dataset | DataLoader | None
+    test: Dataset | DataLoader
+    info: ImageData | None = None
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
