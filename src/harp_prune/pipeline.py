@@ -184,14 +184,21 @@ def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, r
     return path
 
 
+def _finished_stage(ctx: Context, stage: str, model: nn.Module | None) -> nn.Module | None:
+    """The output of ``stage`` if an earlier run finished it (for ``resume``), else None."""
+    final = ctx.out_dir / stage / "final.pt"
+    if not final.exists():
+        return None
+    log(f"[{stage}] finished earlier: {final}")
+    return _source_model(ctx, final, model)[0]
+
+
 def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
              ctx: Context | None = None) -> nn.Module:
     """Stage 1: adversarial pre-training of a dense model; writes ``pretrain/final.pt``."""
     ctx = ctx or prepare(config, splits, user_model=model is not None)
-    final = ctx.out_dir / "pretrain" / "final.pt"
-    if resume and final.exists():
-        log(f"[pretrain] finished earlier: {final}")
-        return _source_model(ctx, final, model)[0]
+    if resume and (finished := _finished_stage(ctx, "pretrain", model)) is not None:
+        return finished
     seed_everything(config.seed)
     model = (model if model is not None else build_from_spec(ctx.spec())).to(ctx.device)
     result = run_stage(_settings(ctx, "pretrain"), model, list(model.parameters()), _objective(ctx, "pretrain"),
@@ -223,10 +230,8 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
     with trained weights and no source. The selected epoch's rates are then projected onto the budget.
     """
     ctx = ctx or prepare(config, splits, user_model=model is not None)
-    final = ctx.out_dir / "prune" / "final.pt"
-    if resume and final.exists():
-        log(f"[prune] finished earlier: {final}")
-        return _source_model(ctx, final, model)[0]
+    if resume and (finished := _finished_stage(ctx, "prune", model)) is not None:
+        return finished
     source = Path(config.prune.source) if config.prune.source else ctx.out_dir / "pretrain" / "final.pt"
     if model is None or config.prune.source or source.exists():
         model, _, _ = _source_model(ctx, source, model)
@@ -236,7 +241,6 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
     if masked_layers(model):
         raise HarpError(f"{source} is already pruned; prune a dense (pretrain) checkpoint")
     pruner.attach(model)
-    model.to(ctx.device)
     params = pruner.trainable_parameters(model)
     settings = _settings(ctx, "prune")
     if not pruner.needs_training:
@@ -256,10 +260,8 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, splits: Split
              ctx: Context | None = None) -> nn.Module:
     """Stage 3: train weights and BatchNorm with the masks fixed; writes ``finetune/final.pt``."""
     ctx = ctx or prepare(config, splits, user_model=model is not None)
-    final = ctx.out_dir / "finetune" / "final.pt"
-    if resume and final.exists():
-        log(f"[finetune] finished earlier: {final}")
-        return _source_model(ctx, final, model)[0]
+    if resume and (finished := _finished_stage(ctx, "finetune", model)) is not None:
+        return finished
     source = Path(config.finetune.source) if config.finetune.source else ctx.out_dir / "prune" / "final.pt"
     model, pruner, _ = _source_model(ctx, source, model)
     if pruner is None:
