@@ -220,7 +220,7 @@ def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
-    ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
+    ddp = DistributedDataParallel(model, device_ids=device_ids)  # syncs rank 0's buffers (BN) every forward
     return TrainForward(model, ddp)
 
 
