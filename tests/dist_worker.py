@@ -32,8 +32,8 @@ def tiny_splits() -> Splits:
 
 def config(out_dir: str | Path, source: str | Path | None, **extra):
     values = {"out_dir": str(out_dir), "progress": False, "device": "cpu", "attack.steps": 3,
-              "evaluate.pgd_steps": 5, "data.batch_size": 64, "prune.sparsity": 0.9, "data.val_fraction": 0.2, "prune.epochs": 2,
-              "finetune.epochs": 1, "pretrain.objective": "pgd_at"}
+              "evaluate.pgd_steps": 5, "data.batch_size": 64, "prune.sparsity": 0.9, "data.val_fraction": 0.2,
+              "prune.epochs": 2, "finetune.epochs": 1, "pretrain.objective": "pgd_at"}
     if source is not None:
         values["prune.source"] = str(source)
     values.update(extra)

@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dist_worker
 import pytest
 import torch
 
-import dist_worker
 from harp_prune import distributed, pipeline
 from harp_prune.config import build_config
 from harp_prune.errors import HarpError
@@ -121,7 +121,7 @@ def test_single_process_helpers_are_no_ops() -> None:
 
 def test_shard_sampler_covers_every_example_once() -> None:
     shards = [list(distributed.ShardSampler(range(10), 3, r)) for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
+    assert sorted(i for shard in shards for i in shard) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
 
 
 def test_mask_checksum_sees_one_flipped_weight(trained_model) -> None:
