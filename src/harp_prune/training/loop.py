@@ -40,7 +40,10 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     """
     perf = performance or Performance()
     model.train()
-    totals = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "count": 0}
+    # Running sums stay on the device (loss * n, correct, penalty * n): no host sync per step, which would
+    # stall a GPU; they are read only for the progress bar and once at the end.
+    sums = torch.zeros(3, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    count = 0
     started = time.perf_counter()
     bar = progress(loader, desc, show_progress)
     for step, (images, labels) in enumerate(bar):
@@ -53,16 +56,20 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         total.backward()
         optimizer.step()
         n = len(labels)
-        totals["loss"] += float(loss.detach()) * n
-        totals["correct"] += float((logits.argmax(1) == labels).sum())
-        totals["penalty"] += float(extra.detach()) * n if extra is not None else 0.0
-        totals["count"] += n
+        with torch.no_grad():
+            sums[0] += loss.detach().to(sums.dtype) * n
+            sums[1] += (logits.argmax(1) == labels).sum()
+            if extra is not None:
+                sums[2] += extra.detach().to(sums.dtype) * n
+        count += n
         if show_progress and hasattr(bar, "set_postfix") and (step % 5 == 0):
-            fields = {"loss": f"{totals['loss'] / totals['count']:.3f}",
-                      "acc": f"{totals['correct'] / totals['count']:.3f}"}
+            loss_sum, correct = sums[:2].tolist()
+            fields = {"loss": f"{loss_sum / count:.3f}", "acc": f"{correct / count:.3f}"}
             if status is not None:
                 fields.update(status())
             bar.set_postfix(fields, refresh=False)
+    loss_sum, correct, penalty_sum = sums.tolist()
+    totals = {"loss": loss_sum, "correct": correct, "penalty": penalty_sum, "count": count}
     totals = distributed.all_reduce_sum(totals)
     count = max(totals["count"], 1)
     return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count,
