@@ -45,7 +45,7 @@ def test_user_model_with_tensors_and_a_dataloader(tiny_data, tmp_path):
     path = tmp_path / "user" / "finetune" / "final.pt"
     with pytest.raises(hp.HarpError, match="user-defined model; pass the model instance"):
         hp.load_model(path)
-    reloaded, pruner, _ = hp.load_model(path, model=UserNet())
+    reloaded, _, _ = hp.load_model(path, model=UserNet())
     reloaded.eval(), model.eval()
     assert torch.equal(reloaded(test_images[:16]), model(test_images[:16]))
     assert hp.sparsity_report(reloaded).kept == results["pruned"]["kept_weights"]

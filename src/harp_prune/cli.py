@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harp_prune import pipeline
+from harp_prune import distributed, pipeline
 from harp_prune.config import build_config, field_types, read_yaml
 from harp_prune.errors import HarpError
 
@@ -92,14 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipeline.write_json({**result, "checkpoint": str(checkpoint), "environment": pipeline.environment()},
                                 output)
             robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
-            print(f"natural {100 * result['natural_acc']:.2f}%, {robust}, sparsity {100 * result['sparsity']:.3f}% "
-                  f"on {result['examples']} test images -> {output}")
+            if distributed.is_main():
+                print(f"natural {100 * result['natural_acc']:.2f}%, {robust}, "
+                      f"sparsity {100 * result['sparsity']:.3f}% on {result['examples']} test images -> {output}")
     except HarpError as error:
         print(f"harp: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("harp: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()
     return 0
 
 

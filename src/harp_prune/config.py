@@ -23,7 +23,7 @@ class DataConfig:
     dataset: str = "fashion-mnist-small"  # fashion-mnist-small (embedded) | fashion-mnist | ...
     root: str | None = None  # folder of the data files for on-disk data sets
     val_fraction: float = 0.1  # stratified share of the training data held out for model selection
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: under torchrun each of N processes gets batch_size / N
     eval_batch_size: int = 500
     train_examples: int | None = None  # train on a stratified subset of the training split (quick runs)
     test_examples: int | None = None  # evaluate on a stratified subset of the test split
@@ -90,6 +90,10 @@ class RunConfig:
     out_dir: str = "runs/default"
     select_on: str = "val"  # val (held-out training data) | test (the official code's choice)
     progress: bool = True
+    amp: bool = False  # bf16 autocast for the attack and forward of training steps (CUDA; slow on CPU)
+    channels_last: bool = False  # NHWC memory format for conv models on GPUs
+    compile: bool = False  # torch.compile the training forward
+    sync_bn: bool = False  # SyncBatchNorm across torchrun ranks (CUDA only); default: per-rank BN statistics
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from harp_prune import distributed
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import RunConfig, save_config
 from harp_prune.data import Splits, load_dataset, make_loader, make_splits
@@ -30,6 +31,7 @@ from harp_prune.models import build_model
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, build_pruner, masked_layers
 from harp_prune.training import (
+    Performance,
     StageSettings,
     build_objective,
     load_checkpoint,
@@ -98,14 +100,47 @@ class Context:
                 "mean": list(info.mean), "std": list(info.std), "dataset": info.name}
 
 
-def _loader(part: Dataset | DataLoader, batch_size: int, shuffle: bool, config: RunConfig, pin: bool) -> DataLoader:
-    if isinstance(part, DataLoader):
-        return part
-    return make_loader(part, batch_size, shuffle, config.seed, config.data.workers, pin_memory=pin)
+def per_rank_batch(batch_size: int) -> int:
+    """Each of N torchrun processes gets ``batch_size / N``, so the global batch (and the lr) stay the same."""
+    world = distributed.world_size()
+    if batch_size % world:
+        raise HarpError(f"data.batch_size {batch_size} is the global batch and must be divisible by the "
+                        f"{world} processes; choose a multiple of {world}")
+    return batch_size // world
+
+
+def make_train_loader(config: RunConfig, dataset: Dataset, device: torch.device) -> DataLoader:
+    """Shuffled training batches; under torchrun, rank r of N gets every N-th example of each global batch.
+
+    The sampler is a DistributedSampler in every run (one replica without torchrun), reshuffled by
+    ``set_epoch`` as a function of (seed, epoch): N processes then see exactly the global batches one
+    process would.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                 shuffle=True, seed=config.seed, drop_last=False)
+    return make_loader(dataset, per_rank_batch(config.data.batch_size), True, config.seed, config.data.workers,
+                       sampler=sampler, pin_memory=device.type == "cuda")
+
+
+def make_eval_loader(config: RunConfig, dataset: Dataset, device: torch.device) -> DataLoader:
+    """Evaluation batches in data-set order; under torchrun each rank reads its shard (ShardSampler) and
+    ``predictions``/``evaluate_model`` gather the results, so every rank sees the whole split's figures.
+    Commands that evaluate (``harp compare`` too) should build their loaders here."""
+    sampler = distributed.ShardSampler(dataset) if distributed.active() else None
+    batch = max(1, config.data.eval_batch_size // distributed.world_size())
+    return make_loader(dataset, batch, False, config.seed, config.data.workers, sampler=sampler,
+                       pin_memory=device.type == "cuda")
+
+
+def _given_or(part: Dataset | DataLoader, build) -> DataLoader:
+    """A DataLoader the user passed is used as it is (it is not sharded under torchrun); datasets get ours."""
+    return part if isinstance(part, DataLoader) else build(part)
 
 
 def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False) -> Context:
-    """Load data (unless given), build loaders and resolve the device."""
+    """Load data (unless given), build loaders and resolve the device (and, under torchrun, join the group)."""
+    device = distributed.device_for_rank(resolve_device(config.device))
+    distributed.init(device)
     seed_everything(config.seed)
     if splits is None:
         data = load_dataset(config.data.dataset, config.data.root)
@@ -113,15 +148,15 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
                              config.data.train_examples)
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
-    d = config.data
-    device = resolve_device(config.device)
-    pin = device.type == "cuda"
-    train = _loader(splits.train, d.batch_size, True, config, pin)
-    test = _loader(splits.test, d.eval_batch_size, False, config, pin)
-    select = _loader(splits.val, d.eval_batch_size, False, config, pin) if config.select_on == "val" else test
+    train = _given_or(splits.train, lambda part: make_train_loader(config, part, device))
+    test = _given_or(splits.test, lambda part: make_eval_loader(config, part, device))
+    select = _given_or(splits.val, lambda part: make_eval_loader(config, part, device)) \
+        if config.select_on == "val" else test
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    distributed.barrier()
     return Context(config, device, splits, train, select, test, out, user_model)
 
 
@@ -163,8 +198,10 @@ def _meta(ctx: Context, pruner: Pruner | None) -> dict[str, Any]:
 
 
 def _settings(ctx: Context, stage: str) -> StageSettings:
-    s = getattr(ctx.config, stage)
-    return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, ctx.config.seed, ctx.config.progress)
+    s, c = getattr(ctx.config, stage), ctx.config
+    return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
+                         c.progress and distributed.is_main(), Performance(c.amp, c.channels_last, c.compile),
+                         c.sync_bn)
 
 
 def _objective(ctx: Context, stage: str):
@@ -179,8 +216,10 @@ def _select_attack(ctx: Context, stage: str) -> Attack | None:
 
 def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, result) -> Path:
     path = ctx.out_dir / stage / "final.pt"
-    save_atomic({**_meta(ctx, pruner), "stage": stage, "model": model.state_dict(), "history": result.history,
-                 "best_epoch": result.best_epoch, "metrics": result.best}, path)
+    if distributed.is_main():
+        save_atomic({**_meta(ctx, pruner), "stage": stage, "model": model.state_dict(), "history": result.history,
+                     "best_epoch": result.best_epoch, "metrics": result.best}, path)
+    distributed.barrier()
     return path
 
 
@@ -288,7 +327,7 @@ def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits: Split
     model = model.to(ctx.device)
     e = config.evaluate
     attacks = {f"pgd{e.pgd_steps}": ctx.attack(e.pgd_steps, e.pgd_restarts)}
-    result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress)
+    result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress and distributed.is_main())
     result.update({"dataset": ctx.dataset_name, "eps": config.attack.eps, "norm": config.attack.norm,
                    "seed": config.seed})
     return result
@@ -302,6 +341,9 @@ def environment() -> dict[str, str]:
 
 
 def write_json(data: Any, path: Path) -> None:
+    """Write ``data`` atomically (rank 0 only under torchrun)."""
+    if not distributed.is_main():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=float))
     tmp.replace(path)
@@ -329,7 +371,8 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     }
     write_json(results, ctx.out_dir / "results.json")
     summary = summarize(results)
-    (ctx.out_dir / "summary.md").write_text(summary + "\n")
+    if distributed.is_main():
+        (ctx.out_dir / "summary.md").write_text(summary + "\n")
     log(summary)
     return results
 

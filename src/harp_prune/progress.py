@@ -19,5 +19,8 @@ def progress(iterable: Iterable[T], desc: str, enabled: bool, total: int | None 
 
 
 def log(message: str) -> None:
-    """Print one line above any active progress bar."""
-    tqdm.write(message, file=sys.stdout)
+    """Print one line above any active progress bar (in a torchrun run: on rank 0 only)."""
+    from harp_prune.distributed import is_main
+
+    if is_main():
+        tqdm.write(message, file=sys.stdout)

@@ -236,5 +236,6 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
         num_workers=num_workers,
         generator=generator,
         pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,  # no worker start-up cost at every epoch
         drop_last=False,
     )

@@ -10,10 +10,11 @@ from harp_prune.training.objectives import (
     build_objective,
     register_objective,
 )
+from harp_prune.training.performance import Performance
 from harp_prune.training.stage import StageResult, StageSettings, run_stage
 
 __all__ = [
-    "OBJECTIVES", "PGDAT", "Natural", "Objective", "StageResult", "StageSettings", "accuracy", "build_objective",
-    "check_state_dict", "cosine_lr", "load_checkpoint", "load_state_into", "predictions", "register_objective",
-    "run_stage", "save_atomic", "train_epoch",
+    "OBJECTIVES", "PGDAT", "Natural", "Objective", "Performance", "StageResult", "StageSettings", "accuracy",
+    "build_objective", "check_state_dict", "cosine_lr", "load_checkpoint", "load_state_into", "predictions",
+    "register_objective", "run_stage", "save_atomic", "train_epoch",
 ]

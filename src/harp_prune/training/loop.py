@@ -10,9 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from harp_prune import distributed
 from harp_prune.attacks import Attack
 from harp_prune.progress import progress
 from harp_prune.training.objectives import Objective
+from harp_prune.training.performance import Performance
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -28,44 +30,60 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
                 device: torch.device, *, penalty: Callable[[], torch.Tensor | None] | None = None,
                 status: Callable[[], dict[str, str]] | None = None, desc: str = "train",
-                show_progress: bool = True) -> dict[str, float]:
+                show_progress: bool = True, performance: Performance | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; returns mean loss, accuracy (on the objective's logits), penalty.
 
-    ``penalty`` is called once per step and added to the loss (HARP's γ L_hw); ``status`` gives extra
-    fields for the progress bar (γ, sparsity), refreshed every few batches.
+    ``penalty`` is called once per step and added to the loss (HARP's γ L_hw), outside autocast so the
+    size loss stays fp32; ``status`` gives extra fields for the progress bar (γ, sparsity), refreshed every
+    few batches. ``performance`` switches on bf16 autocast (attack and forward) and channels_last.
+    In a distributed run the returned figures are sums over all ranks (the global epoch).
     """
+    perf = performance or Performance()
     model.train()
-    totals = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "count": 0}
+    # Running sums stay on the device (loss * n, correct, penalty * n): no host sync per step, which would
+    # stall a GPU; they are read only for the progress bar and once at the end.
+    sums = torch.zeros(3, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    count = 0
     started = time.perf_counter()
     bar = progress(loader, desc, show_progress)
     for step, (images, labels) in enumerate(bar):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        loss, logits = objective.loss(model, images, labels)
+        images, labels = perf.batch(images, device), labels.to(device, non_blocking=True)
+        with perf.autocast(device):
+            loss, logits = objective.loss(model, images, labels)
         extra = penalty() if penalty is not None else None
         total = loss + extra if extra is not None else loss
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         n = len(labels)
-        totals["loss"] += float(loss.detach()) * n
-        totals["correct"] += float((logits.argmax(1) == labels).sum())
-        totals["penalty"] += float(extra.detach()) * n if extra is not None else 0.0
-        totals["count"] += n
+        with torch.no_grad():
+            sums[0] += loss.detach().to(sums.dtype) * n
+            sums[1] += (logits.argmax(1) == labels).sum()
+            if extra is not None:
+                sums[2] += extra.detach().to(sums.dtype) * n
+        count += n
         if show_progress and hasattr(bar, "set_postfix") and (step % 5 == 0):
-            fields = {"loss": f"{totals['loss'] / totals['count']:.3f}",
-                      "acc": f"{totals['correct'] / totals['count']:.3f}"}
+            loss_sum, correct = sums[:2].tolist()
+            fields = {"loss": f"{loss_sum / count:.3f}", "acc": f"{correct / count:.3f}"}
             if status is not None:
                 fields.update(status())
             bar.set_postfix(fields, refresh=False)
+    loss_sum, correct, penalty_sum = sums.tolist()
+    totals = {"loss": loss_sum, "correct": correct, "penalty": penalty_sum, "count": count}
+    totals = distributed.all_reduce_sum(totals)
     count = max(totals["count"], 1)
     return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count,
             "penalty": totals["penalty"] / count, "seconds": time.perf_counter() - started,
-            "images": totals["count"]}
+            "images": int(totals["count"])}
 
 
 def predictions(model: nn.Module, loader: DataLoader, device: torch.device, attack: Attack | None = None,
                 desc: str = "eval", show_progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted, true) labels over ``loader``, on attacked inputs when ``attack`` is given."""
+    """(predicted, true) labels over ``loader``, on attacked inputs when ``attack`` is given.
+
+    When ``loader`` reads one rank's shard (:class:`~harp_prune.distributed.ShardSampler`) in a
+    distributed run, the shards are gathered, so every rank gets the whole split in its original order.
+    """
     was_training = model.training
     model.eval()
     predicted, truth = [], []
@@ -79,7 +97,12 @@ def predictions(model: nn.Module, loader: DataLoader, device: torch.device, atta
             truth.append(labels.cpu())
     finally:
         model.train(was_training)
-    return torch.cat(predicted), torch.cat(truth)
+    predicted_all = torch.cat(predicted) if predicted else torch.empty(0, dtype=torch.long)
+    truth_all = torch.cat(truth) if truth else torch.empty(0, dtype=torch.long)
+    if isinstance(loader.sampler, distributed.ShardSampler):
+        predicted_all = distributed.gather_shards(predicted_all, loader.sampler)
+        truth_all = distributed.gather_shards(truth_all, loader.sampler)
+    return predicted_all, truth_all
 
 
 def accuracy(model: nn.Module, loader: DataLoader, device: torch.device, attack: Attack | None = None,

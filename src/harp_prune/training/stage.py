@@ -15,12 +15,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from harp_prune import distributed
 from harp_prune.attacks import Attack
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, sparsity_report
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
 from harp_prune.training.loop import accuracy, cosine_lr, set_lr, train_epoch
 from harp_prune.training.objectives import Objective
+from harp_prune.training.performance import Performance
 
 
 @dataclass
@@ -32,6 +34,8 @@ class StageSettings:
     weight_decay: float = 5e-4
     seed: int = 0
     show_progress: bool = True
+    performance: Performance = field(default_factory=Performance)
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
 
 
 @dataclass
@@ -58,8 +62,14 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
     ``meta`` is stored in every checkpoint (model spec, pruning description, config). The best epoch is
     the one with the highest robust accuracy on ``select_loader`` (natural accuracy when no attack),
     counted only once ``pruner.ready`` (HARP: the budget was reached).
+
+    Under torchrun the training forward runs through DDP (gradients averaged over ranks), the epoch's
+    figures are global sums, the pruner's end-of-epoch decision (γ freeze) is rank 0's, the masks are
+    compared across ranks after every epoch, and only rank 0 writes checkpoints (the others wait).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
@@ -76,6 +86,11 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start = state["epoch"] + 1
         log(f"[{settings.name}] resuming after epoch {start} of {settings.epochs} from {last_path}")
+    perf = settings.performance
+    perf.prepare(model)
+    if settings.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, device)
+    train_model = perf.compiled(distributed.wrap_for_training(model, device))
     metric = "robust_acc" if select_attack is not None else "natural_acc"
     for epoch in range(start, settings.epochs):
         lr = cosine_lr(settings.lr, epoch, settings.epochs)
@@ -91,14 +106,19 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             return fields
 
         train = train_epoch(
-            model, train_loader, optimizer, objective, device,
+            train_model, train_loader, optimizer, objective, device,
             penalty=(lambda epoch=epoch: pruner.penalty(epoch)) if pruner is not None else None,
             status=status, desc=f"{settings.name} {epoch + 1}/{settings.epochs}", show_progress=settings.show_progress,
+            performance=perf,
         )
+        distributed.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics: rank 0's
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["accuracy"],
                                "seconds": train["seconds"]}
         if pruner is not None:
-            row.update(pruner.end_epoch(epoch))
+            row.update(distributed.broadcast_object(pruner.end_epoch(epoch)))
+            if distributed.active():  # the γ freeze is rank 0's decision, whatever rounding did elsewhere
+                pruner.load_state_dict(distributed.broadcast_object(pruner.state_dict()))
+                distributed.check_masks_agree(model, f"{settings.name} epoch {epoch + 1}")
             row["sparsity"] = sparsity_report(model).sparsity
         row["natural_acc"] = accuracy(model, select_loader, device)
         if select_attack is not None:
@@ -109,17 +129,20 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         selectable = pruner is None or pruner.ready
         if selectable and (result.best_epoch is None or row[metric] > result.best[metric]):
             result.best_epoch, result.best = epoch, dict(row)
-            save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
-                         "metrics": row}, best_path)
-        save_atomic({
-            **meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner is not None else {},
-            "history": result.history, "best_epoch": result.best_epoch, "best": result.best,
-            # the attacks' random starts draw from these: restoring them makes a resumed run match an
-            # uninterrupted one
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        }, last_path)
+            if main:
+                save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
+                             "metrics": row}, best_path)
+        if main:
+            save_atomic({
+                **meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "pruner": pruner.state_dict() if pruner is not None else {},
+                "history": result.history, "best_epoch": result.best_epoch, "best": result.best,
+                # the attacks' random starts draw from these: restoring them makes a resumed run match an
+                # uninterrupted one
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            }, last_path)
+        distributed.barrier()
     if result.best_epoch is not None and best_path.exists():
         load_state_into(model, load_checkpoint(best_path, device)["model"], str(best_path))
     elif settings.epochs > 0:
