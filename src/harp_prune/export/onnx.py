@@ -6,6 +6,7 @@ not a dependency. The batch dimension is dynamic.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +21,11 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, 
     """Write ``model`` (plain, in eval mode) as ONNX for inputs (N, *input_shape) in [0, 1]."""
     model = model.eval()
     example = torch.rand(2, *input_shape)
-    torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notices; it is the one that needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
 
 
 def onnx_max_error(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> float:
