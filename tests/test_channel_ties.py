@@ -30,7 +30,7 @@ def test_scores_are_one_per_input_channel_and_masks_broadcast():
 
 
 def test_scores_start_at_the_true_input_channel_l1_norm():
-    _, pruner, layers = _pruned()
+    _, _, layers = _pruned()
     conv = layers["net.layer1.0.conv2"]  # an untied layer: its scores rank channels by sum |W[:, c]|
     l1 = conv.weight.abs().sum(dim=(0, 2, 3))
     assert torch.equal(torch.argsort(conv.scores.detach()), torch.argsort(l1))

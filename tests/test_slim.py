@@ -40,7 +40,7 @@ def test_slim_equals_masked(name, shape, sparsity):
     with torch.no_grad():
         expected = model(x)
     dense_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith(("scores", "rate")))
-    slim, plan = slim_model(model, shape)
+    slim, _ = slim_model(model, shape)
     assert not masked_layers(slim)
     with torch.no_grad():
         got = slim(x)
