@@ -32,7 +32,7 @@ def _state(density: float, numel: int = 200_000) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("density, encoding", [(0.5, "bitmask"), (0.2, "bitmask"), (0.1, "varint-gaps"),
-                                               (0.001, "varint-gaps"), (0.9, "dense")])
+                                               (0.001, "varint-gaps"), (0.99, "dense")])
 def test_round_trip_and_cheaper_encoding(tmp_path, density, encoding):
     state = _state(density)
     sizes = save_sparse(state, tmp_path / "s.safetensors", {"note": "x"})
