@@ -7,6 +7,8 @@ nothing from CSR (remove channels instead). So only Linear layers below a densit
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -19,12 +21,14 @@ class CSRLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and tested here
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
         self.register_buffer("bias", linear.bias.detach().clone() if linear.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        out = (self.weight @ flat.T).T
+        out = (self.weight @ flat.T.contiguous()).T
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
