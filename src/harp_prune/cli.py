@@ -26,6 +26,7 @@ COMMANDS = {
     "prune": "stage 2: learn the masks (HARP) on the pre-trained model, weights frozen",
     "finetune": "stage 3: fine-tune the pruned model with its masks fixed",
     "evaluate": "natural and PGD accuracy and sparsity of a checkpoint, as JSON",
+    "export": "write a pruned checkpoint as a zeroed state dict, a sparse file, a slim model or ONNX",
 }
 
 
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "export":
+            from harp_prune.export.cli import add_export_arguments
+
+            add_export_arguments(command)
+            continue
         add_config_flags(command)
         if name == "evaluate":
             command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
@@ -80,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
     try:
+        if command == "export":
+            from harp_prune.export.cli import run_export
+
+            return run_export(args)
         config = config_from_args(args)
         if command == "run":
             pipeline.run(config, resume=args.resume)

@@ -64,7 +64,9 @@ class PruneConfig(StageConfig):
     gamma0: float = 0.01  # first γ and per-epoch increment of the step-wise schedule
     alpha: float = 0.1  # a_min = alpha * (1 - sparsity)
     init_strategy: str = "uniform"  # a strategy name, or comma-separated keep-ratios, one per layer
-    init_density: float = 0.1  # density the initial strategy starts from (official: 10% for all targets)
+    init_density: float | None = None  # density the initial strategy starts from; None: the method's default
+    # (harp: 0.1 for all targets, as the official code; harp-channel: 0.99, the official 'original')
+    channel_target: str = "channels"  # harp-channel budget: channels (sparsity of widths) | flops | params
     source: str | None = None  # dense checkpoint to prune; None: <out_dir>/pretrain/final.pt
 
 

@@ -247,7 +247,8 @@ def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Split
     return model
 
 
-def make_pruner(config: RunConfig) -> Pruner:
+def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> Pruner:
+    """The configured pruner; ``input_shape`` (C, H, W) lets structured pruners trace layer shapes."""
     p = config.prune
     strategy: str | list[float] = p.init_strategy
     if "," in strategy:
@@ -257,8 +258,9 @@ def make_pruner(config: RunConfig) -> Pruner:
             raise HarpError(
                 f"prune.init_strategy '{p.init_strategy}' is neither a strategy name nor a list of numbers"
             ) from None
+    optional = {"init_density": p.init_density} if p.init_density is not None else {}
     return build_pruner(p.method, p.sparsity, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
-                        init_density=p.init_density)
+                        target=p.channel_target, input_shape=input_shape, **optional)
 
 
 def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
@@ -276,7 +278,7 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
         model, _, _ = _source_model(ctx, source, model)
     model = model.to(ctx.device)
     seed_everything(config.seed)
-    pruner = make_pruner(config)
+    pruner = make_pruner(config, tuple(ctx.splits.info.input_shape))
     if masked_layers(model):
         raise HarpError(f"{source} is already pruned; prune a dense (pretrain) checkpoint")
     pruner.attach(model)

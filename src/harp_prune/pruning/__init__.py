@@ -11,8 +11,16 @@ from typing import Any
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, scaled_score_init, set_layer_densities
 from harp_prune.pruning.budget import project_to_budget
+from harp_prune.pruning.channel import HarpChannelPruner
 from harp_prune.pruning.harp import HarpPruner
-from harp_prune.pruning.masked import MaskedLayer, iter_prunable, masked_layers, unwrap_model, wrap_model
+from harp_prune.pruning.masked import (
+    ChannelMaskedLayer,
+    MaskedLayer,
+    iter_prunable,
+    masked_layers,
+    unwrap_model,
+    wrap_model,
+)
 from harp_prune.pruning.rates import keep_ratio, kept_count, rate_for_keep_ratio
 from harp_prune.pruning.schedule import GammaSchedule
 from harp_prune.pruning.sparsity import SparsityReport, size_loss, soft_density, sparsity_report
@@ -37,8 +45,12 @@ def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
     return cls(sparsity, **{k: v for k, v in options.items() if k in accepted})
 
 
+register_pruner(HarpChannelPruner)
+
+
 __all__ = [
-    "PRUNERS", "STRATEGIES", "GammaSchedule", "HarpPruner", "MaskedLayer", "Pruner", "SparsityReport",
+    "PRUNERS", "STRATEGIES", "ChannelMaskedLayer", "GammaSchedule", "HarpChannelPruner", "HarpPruner",
+    "MaskedLayer", "Pruner", "SparsityReport",
     "build_pruner", "iter_prunable", "keep_ratio", "kept_count", "layer_densities", "masked_layers",
     "project_to_budget", "rate_for_keep_ratio", "register_pruner", "register_strategy", "scaled_score_init",
     "set_layer_densities", "size_loss", "soft_density", "sparsity_report", "unwrap_model", "wrap_model",

@@ -35,6 +35,7 @@ class Pruner(ABC):
     name: ClassVar[str]
     learns_scores: ClassVar[bool] = False
     learns_rates: ClassVar[bool] = False
+    layer_type: ClassVar[type[MaskedLayer]] = MaskedLayer
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, init_strategy: str | Sequence[float] = "uniform",
                  init_density: float = 0.1) -> None:
@@ -57,7 +58,7 @@ class Pruner(ABC):
 
     def attach(self, model: nn.Module) -> dict[str, MaskedLayer]:
         """Wrap ``model``'s Conv2d/Linear layers in place and initialise scores and rates."""
-        layers = wrap_model(model, self.min_keep)
+        layers = wrap_model(model, self.min_keep, layer_type=self.layer_type)
         if not layers:
             raise HarpError("the model has no Conv2d or Linear layer to prune")
         for layer in layers.values():

@@ -11,6 +11,7 @@ where it is near a_min or 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -34,14 +35,24 @@ def project_to_budget(layers: list[MaskedLayer], target_density: float, iteratio
     target, and the neighbour just above is taken if it is closer.
     """
     target = round(target_density * sum(layer.numel for layer in layers))
-    low, high = -60.0, 60.0
-    for _ in range(iterations):
-        middle = 0.5 * (low + high)
-        if _kept_with_offset(layers, middle) <= target:
-            low = middle
-        else:
-            high = middle
-    best = min((low, high), key=lambda d: abs(_kept_with_offset(layers, d) - target))
+    best = bisect_offset(lambda d: _kept_with_offset(layers, d), target, iterations, closest=True)
     for layer in layers:
         layer.rate.add_(best)
     return best
+
+
+def bisect_offset(size: Callable[[float], float], target: float, iterations: int = 80,
+                  closest: bool = True) -> float:
+    """The logit offset δ in [-60, 60] whose size(δ) (monotone non-decreasing) meets ``target``.
+
+    Returns the largest δ with size(δ) <= target, or, with ``closest``, its neighbour just above when that
+    one is nearer to the target.
+    """
+    low, high = -60.0, 60.0
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        if size(middle) <= target:
+            low = middle
+        else:
+            high = middle
+    return min((low, high), key=lambda d: abs(size(d) - target)) if closest else low

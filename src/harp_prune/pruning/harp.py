@@ -38,6 +38,10 @@ class HarpPruner(Pruner):
     def size_loss(self) -> torch.Tensor:
         return size_loss(self.layers, self.target_density)
 
+    def soft_size(self) -> torch.Tensor:
+        """The differentiable kept fraction the size loss compares with the target."""
+        return soft_density(self.layers)
+
     def gamma_for(self, epoch: int) -> float:
         return self.schedule.gamma(epoch)
 
@@ -47,7 +51,7 @@ class HarpPruner(Pruner):
     def end_epoch(self, epoch: int) -> dict[str, float]:
         with torch.no_grad():
             loss = float(self.size_loss())
-            soft = float(soft_density(self.layers))
+            soft = float(self.soft_size())
         gamma = self.schedule.gamma(epoch)
         self.schedule.end_epoch(epoch, loss)
         return {"gamma": gamma, "size_loss": loss, "soft_density": soft, "budget_reached": float(self.ready)}

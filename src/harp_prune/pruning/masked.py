@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ class _MaskedWeight(torch.autograd.Function):
 
     With g = dL/dM = dL/dW_eff * W: the scores get g (the identity STE; ``abs`` outside adds sign(S)),
     the raw scores get g * sign(S), the keep-ratio gets sum(g), and the weight gets dL/dW_eff * M.
+    ``mask`` may be a broadcastable view (channel masks: [1, C, 1, 1]); g is then summed over the
+    broadcast dimensions, i.e. one gradient per channel, and reshaped to the scores.
     """
 
     @staticmethod
@@ -40,9 +43,9 @@ class _MaskedWeight(torch.autograd.Function):
         grad_weight = grad_out * mask if ctx.needs_input_grad[0] else None
         grad_scores = grad_ratio = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_mask = grad_out * weight
+            grad_mask = (grad_out * weight).sum_to_size(mask.shape)
             # The mask ranks |S|, so the raw score gets g * sign(S).
-            grad_scores = grad_mask * torch.sign(scores) if ctx.needs_input_grad[1] else None
+            grad_scores = grad_mask.reshape(scores.shape) * torch.sign(scores) if ctx.needs_input_grad[1] else None
             grad_ratio = grad_mask.sum() if ctx.needs_input_grad[2] else None
         return grad_weight, grad_scores, grad_ratio, None
 
@@ -50,18 +53,22 @@ class _MaskedWeight(torch.autograd.Function):
 class MaskedLayer(nn.Module):
     """A Conv2d or Linear whose forward uses ``weight * mask``.
 
-    Parameters added: ``scores`` (S, the shape of the weight) and ``rate`` (r, a scalar). ``min_keep``
+    Parameters added: ``scores`` (S, one per pruning unit: here one per weight) and ``rate`` (r, a scalar).
+    Subclasses change the unit (``granularity``) by overriding ``initial_scores`` and ``mask_view_shape``;
+    the top-k, the cache and the STE are shared. ``min_keep``
     (a_min) is saved in the state dict as extra state, not as a buffer, so that DistributedDataParallel's
     per-forward buffer broadcast cannot invalidate the cached mask. The wrapped layer stays reachable as
     ``.layer`` with its own weight and bias.
     """
+
+    granularity: ClassVar[str] = "weight"
 
     def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
         super().__init__()
         if not isinstance(layer, PRUNABLE_TYPES):
             raise TypeError(f"can only mask Conv2d or Linear layers, got {type(layer).__name__}")
         self.layer = layer
-        self.scores = nn.Parameter(layer.weight.detach().abs().clone())
+        self.scores = nn.Parameter(self.initial_scores(layer.weight.detach()))
         self.rate = nn.Parameter(torch.tensor(20.0))  # sigmoid(20) ~ 1: dense until a pruner sets it
         self.min_keep = float(min_keep)
         # False re-sorts |S| on every forward pass, as the official code does (kept for benchmarks).
@@ -77,22 +84,43 @@ class MaskedLayer(nn.Module):
     def numel(self) -> int:
         return self.layer.weight.numel()
 
+    @property
+    def units(self) -> int:
+        """How many units (weights, or channels) the mask ranks: the number of scores."""
+        return self.scores.numel()
+
+    def initial_scores(self, weight: torch.Tensor) -> torch.Tensor:
+        """Scores before any pruner initialises them: |W| (one per weight)."""
+        return weight.abs().clone()
+
+    def mask_view_shape(self) -> tuple[int, ...]:
+        """The shape the scores-shaped mask takes to broadcast over the weight."""
+        return tuple(self.layer.weight.shape)
+
     def keep_ratio(self) -> torch.Tensor:
         """The differentiable keep-ratio a(l)."""
         return keep_ratio(self.rate, self.min_keep)
 
+    def kept_units(self) -> int:
+        """How many units (scores) the current mask keeps."""
+        return kept_count(float(self.keep_ratio().detach()), self.units)
+
     def kept(self) -> int:
         """How many weights the current mask keeps."""
-        return kept_count(float(self.keep_ratio().detach()), self.numel)
+        return self.kept_units() * (self.numel // self.units)
+
+    def weight_mask(self) -> torch.Tensor:
+        """The mask as a view that broadcasts over the weight (the weight's own shape for weight masks)."""
+        return self.mask().view(self.mask_view_shape())
 
     def mask(self) -> torch.Tensor:
-        """The binary mask (same shape as the weight), recomputed only when S, r or a_min changed."""
+        """The binary mask (shape of the scores), recomputed only when S, r or a_min changed."""
         key = (self.scores._version, self.scores.data_ptr(), self.rate._version, self.rate.data_ptr(),
                hash(self.min_keep))
         if key != self._mask_key or self._mask is None or not self.reuse_mask:
             with torch.no_grad():
                 magnitude = self.scores.detach().abs().flatten()
-                keep = self.kept()
+                keep = self.kept_units()
                 mask = torch.zeros_like(magnitude)
                 if keep >= magnitude.numel():
                     mask.fill_(1.0)
@@ -111,8 +139,8 @@ class MaskedLayer(nn.Module):
 
     def masked_weight(self) -> torch.Tensor:
         if not (self.scores.requires_grad or self.rate.requires_grad):
-            return self.layer.weight * self.mask()  # mask fixed (fine-tuning, evaluation)
-        return _MaskedWeight.apply(self.layer.weight, self.scores, self.keep_ratio(), self.mask())
+            return self.layer.weight * self.weight_mask()  # mask fixed (fine-tuning, evaluation)
+        return _MaskedWeight.apply(self.layer.weight, self.scores, self.keep_ratio(), self.weight_mask())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.masked_weight()
@@ -124,8 +152,31 @@ class MaskedLayer(nn.Module):
         return f"kept={self.kept()}/{self.numel}"
 
 
-def wrap_model(model: nn.Module, min_keep: float = 0.0,
-               exclude: tuple[str, ...] = ()) -> dict[str, MaskedLayer]:
+class ChannelMaskedLayer(MaskedLayer):
+    """Input-channel masking (method.md §6): one score per input channel, the mask zeroes W[:, c, ...].
+
+    Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but 1 (the official
+    code's reshape groups contiguous chunks of the out-major tensor instead). Grouped convolutions are
+    refused: their weight's dimension 1 is not the input-channel axis.
+    """
+
+    granularity = "channel"
+
+    def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            raise TypeError("channel masking needs groups=1 convolutions; exclude grouped convs from pruning")
+        super().__init__(layer, min_keep)
+
+    def initial_scores(self, weight: torch.Tensor) -> torch.Tensor:
+        dims = [d for d in range(weight.dim()) if d != 1]
+        return weight.abs().sum(dim=dims)
+
+    def mask_view_shape(self) -> tuple[int, ...]:
+        return (1, self.units) + (1,) * (self.layer.weight.dim() - 2)
+
+
+def wrap_model(model: nn.Module, min_keep: float = 0.0, exclude: tuple[str, ...] = (),
+               layer_type: type[MaskedLayer] = MaskedLayer) -> dict[str, MaskedLayer]:
     """Replace each Conv2d/Linear of ``model`` (in place) by a MaskedLayer; returns them by name.
 
     Names are the module paths of the original layers, in registration order (the order initial
@@ -140,7 +191,7 @@ def wrap_model(model: nn.Module, min_keep: float = 0.0,
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        wrapped = MaskedLayer(module, min_keep)
+        wrapped = layer_type(module, min_keep)
         setattr(parent, child, wrapped)
         layers[name] = wrapped
     return layers
@@ -158,7 +209,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             with torch.no_grad():
-                module.layer.weight.mul_(module.mask())
+                module.layer.weight.mul_(module.weight_mask())
             setattr(parent, child, module.layer)
     return model
 

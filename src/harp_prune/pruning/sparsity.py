@@ -52,11 +52,15 @@ class SparsityReport:
 
 @torch.no_grad()
 def sparsity_report(model: nn.Module) -> SparsityReport:
-    """Count kept weights: the mask of each MaskedLayer, the non-zeros of each plain layer."""
+    """Count kept weights: the mask of each MaskedLayer (channel masks expanded over the weight they zero),
+    the non-zeros of each plain layer."""
     wrapped = masked_layers(model)
     layers = []
     for name, layer in iter_prunable(model):
-        kept = int(wrapped[name].mask().sum()) if name in wrapped else int(torch.count_nonzero(layer.weight))
+        if name in wrapped:
+            kept = int(wrapped[name].weight_mask().expand_as(layer.weight).sum())
+        else:
+            kept = int(torch.count_nonzero(layer.weight))
         layers.append(LayerSparsity(name, layer.weight.numel(), kept))
     return SparsityReport(layers)
 

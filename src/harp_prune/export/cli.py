@@ -1,0 +1,42 @@
+"""``harp export``: flags and the printed summary (the work is in :func:`export_checkpoint`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harp_prune.export import FORMATS, export_checkpoint
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a stage checkpoint, e.g. runs/default/finetune/final.pt")
+    parser.add_argument("--format", choices=FORMATS, default="sparse",
+                        help="zeroed: plain state dict with pruned weights zero; sparse: kept values and positions "
+                             "(safetensors); slim: pruned channels removed (channel pruning); onnx (default sparse)")
+    parser.add_argument("--output", metavar="PATH", help="output file (default: beside the checkpoint)")
+    parser.add_argument("--slim", action="store_true", help="with --format onnx: export the slimmed model")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.3f} MB"
+
+
+def run_export(args: argparse.Namespace) -> int:
+    report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    line = (f"{report['format']} -> {report['output']}: {_mb(report['bytes'])}, "
+            f"{report['ratio_to_dense_file']:.4f} x the dense file ({_mb(report['dense_bytes'])})")
+    if "entropy_total_bytes" in report:
+        line += (f"; payload {_mb(report['stored_bytes'])} = values {_mb(report['value_bytes'])} + positions "
+                 f"{_mb(report['position_bytes'])}, {report['ratio_to_entropy']:.3f} x the entropy limit "
+                 f"({_mb(report['entropy_total_bytes'])})")
+    if "slim_params" in report:
+        line += (f"; {report['slim_params']:,} of {report['dense_params']:,} parameters left, "
+                 f"{report['gathers']} layer(s) gather their input")
+    if "onnx_max_error" in report:
+        line += f"; onnxruntime max |diff| {report['onnx_max_error']:.2e}"
+    print(line)
+    return 0

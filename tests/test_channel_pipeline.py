@@ -1,0 +1,31 @@
+"""harp-channel through the pipeline: prune and fine-tune on real images, reload, export slim."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harp_prune.export import slim_model
+from harp_prune.pipeline import finetune, load_model, prepare, pretrain, prune
+
+
+@pytest.mark.slow
+def test_channel_pipeline_meets_the_budget_and_slims(tiny_config, tiny_splits, test_batch):
+    config = tiny_config
+    config.prune.method = "harp-channel"
+    config.prune.sparsity = 0.5
+    config.finetune.epochs = 1
+    ctx = prepare(config, tiny_splits)
+    pretrain(config, ctx=ctx)
+    prune(config, ctx=ctx)
+    finetune(config, ctx=ctx)
+    model, pruner, checkpoint = load_model(ctx.out_dir / "finetune" / "final.pt")
+    assert checkpoint["pruning"]["method"] == "harp-channel"
+    assert checkpoint["pruning"]["input_shape"] == [1, 28, 28]
+    assert pruner.realised()["flops"] <= pruner.budget / pruner.cost.dense("flops") + 1e-9
+    x = test_batch[0][:16]
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        slim, _ = slim_model(model, (1, 28, 28))
+        torch.testing.assert_close(slim(x), expected, rtol=1e-4, atol=1e-4)
