@@ -278,7 +278,7 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
         model, _, _ = _source_model(ctx, source, model)
     model = model.to(ctx.device)
     seed_everything(config.seed)
-    pruner = make_pruner(config, tuple(ctx.splits.info.input_shape))
+    pruner = make_pruner(config, tuple(ctx.spec()["input_shape"]))
     if masked_layers(model):
         raise HarpError(f"{source} is already pruned; prune a dense (pretrain) checkpoint")
     pruner.attach(model)

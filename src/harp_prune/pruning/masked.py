@@ -26,8 +26,8 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 class _MaskedWeight(torch.autograd.Function):
     """W_eff = W * M with the straight-through estimator of method.md §3.3.
 
-    With g = dL/dM = dL/dW_eff * W: the scores get g (the identity STE; ``abs`` outside adds sign(S)),
-    the raw scores get g * sign(S), the keep-ratio gets sum(g), and the weight gets dL/dW_eff * M.
+    With g = dL/dM = dL/dW_eff * W: |S| gets g (the identity STE), so the raw scores get g * sign(S); the
+    keep-ratio gets sum(g), and the weight gets dL/dW_eff * M.
     ``mask`` may be a broadcastable view (channel masks: [1, C, 1, 1]); g is then summed over the
     broadcast dimensions, i.e. one gradient per channel, and reshaped to the scores.
     """
