@@ -51,9 +51,9 @@ class MaskedLayer(nn.Module):
     """A Conv2d or Linear whose forward uses ``weight * mask``.
 
     Parameters added: ``scores`` (S, the shape of the weight) and ``rate`` (r, a scalar). ``min_keep``
-    (a_min) is saved in the state dict as extra state, not as a buffer, so that DistributedDataParallel's
-    per-forward buffer broadcast cannot invalidate the cached mask. The wrapped layer stays reachable as
-    ``.layer`` with its own weight and bias.
+    (a_min) and ``max_keep`` (a_max, normally 1) are saved in the state dict as extra state, not as
+    buffers, so that DistributedDataParallel's per-forward buffer broadcast cannot invalidate the cached mask.
+    The wrapped layer stays reachable as ``.layer`` with its own weight and bias.
     """
 
     def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
@@ -64,6 +64,7 @@ class MaskedLayer(nn.Module):
         self.scores = nn.Parameter(layer.weight.detach().abs().clone())
         self.rate = nn.Parameter(torch.tensor(20.0))  # sigmoid(20) ~ 1: dense until a pruner sets it
         self.min_keep = float(min_keep)
+        self.max_keep = 1.0  # a_max: below 1 only when the user bounds the layers' keep-ratios
         self._mask_key: tuple[int, ...] | None = None
         self._mask: torch.Tensor | None = None
 
@@ -77,7 +78,7 @@ class MaskedLayer(nn.Module):
 
     def keep_ratio(self) -> torch.Tensor:
         """The differentiable keep-ratio a(l)."""
-        return keep_ratio(self.rate, self.min_keep)
+        return keep_ratio(self.rate, self.min_keep, self.max_keep)
 
     def kept(self) -> int:
         """How many weights the current mask keeps."""
@@ -86,7 +87,7 @@ class MaskedLayer(nn.Module):
     def mask(self) -> torch.Tensor:
         """The binary mask (same shape as the weight), recomputed only when S, r or a_min changed."""
         key = (self.scores._version, self.scores.data_ptr(), self.rate._version, self.rate.data_ptr(),
-               hash(self.min_keep))
+               hash(self.min_keep), hash(self.max_keep))
         if key != self._mask_key or self._mask is None:
             with torch.no_grad():
                 magnitude = self.scores.detach().abs().flatten()
@@ -101,10 +102,11 @@ class MaskedLayer(nn.Module):
         return self._mask
 
     def get_extra_state(self) -> dict:
-        return {"min_keep": self.min_keep}
+        return {"min_keep": self.min_keep, "max_keep": self.max_keep}
 
     def set_extra_state(self, state: dict) -> None:
         self.min_keep = float(state["min_keep"])
+        self.max_keep = float(state.get("max_keep", 1.0))
         self._mask_key = None
 
     def masked_weight(self) -> torch.Tensor:
