@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harp_prune import pipeline
+from harp_prune.compare import compare
 from harp_prune.config import build_config, field_types, read_yaml
 from harp_prune.errors import HarpError
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "prune": "stage 2: learn the masks (HARP) on the pre-trained model, weights frozen",
     "finetune": "stage 3: fine-tune the pruned model with its masks fixed",
     "evaluate": "natural and PGD accuracy and sparsity of a checkpoint, as JSON",
+    "compare": "HARP vs baselines at several sparsities from one pre-trained model (cached, resumable)",
 }
 
 
@@ -83,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         if command == "run":
             pipeline.run(config, resume=args.resume)
+        elif command == "compare":
+            compare(config)  # always resumes from its caches
         elif command in ("pretrain", "prune", "finetune"):
             getattr(pipeline, command)(config, resume=args.resume)
         else:

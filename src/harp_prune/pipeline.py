@@ -195,7 +195,8 @@ def make_pruner(config: RunConfig) -> Pruner:
                 f"prune.init_strategy '{p.init_strategy}' is neither a strategy name nor a list of numbers"
             ) from None
     return build_pruner(p.method, p.sparsity, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
-                        init_density=p.init_density)
+                        init_density=p.init_density, layer_budget=p.layer_budget, seed=config.seed,
+                        min_layer_density=p.min_layer_density, max_layer_density=p.max_layer_density)
 
 
 def prune(config: RunConfig, *, model: nn.Module | None = None, resume: bool = False,

@@ -1,0 +1,69 @@
+"""`harp compare`: the grid, the outputs, and resuming from cached cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from harp_prune import compare as compare_module
+from harp_prune import pipeline
+from harp_prune.compare import Cell, compare, grid
+from harp_prune.config import build_config
+from harp_prune.errors import HarpError
+
+
+def _config(tmp_path, **extra):
+    return build_config(cli_values={
+        "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 3,
+        "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100,
+        "compare.methods": "harp,lwm", "compare.sparsities": "0.99", "compare.seeds": "0", **extra,
+    })
+
+
+def test_grid_and_validation(tmp_path):
+    config = _config(tmp_path, **{"compare.methods": "harp,hydra", "compare.sparsities": "0.9,0.99",
+                                  "compare.gamma0_sweep": "0.01,0.1"})
+    cells = grid(config)
+    assert Cell("hydra", 0.9, 0) in cells and Cell("harp", 0.99, 0, 0.1) in cells
+    assert Cell("harp", 0.99, 0, 0.01) not in cells  # same as the plain harp cell (prune.gamma0 = 0.01)
+    assert len(cells) == 6
+    with pytest.raises(HarpError, match="unknown method"):
+        grid(_config(tmp_path, **{"compare.methods": "harp,hidra"}))
+    with pytest.raises(HarpError, match="sparsities"):
+        grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
+    with pytest.raises(HarpError, match="comma-separated"):
+        grid(_config(tmp_path, **{"compare.seeds": "0,a"}))
+
+
+@pytest.mark.slow
+def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
+    config = _config(tmp_path)
+    results = compare(config, splits=tiny_splits)
+    out = tmp_path / "cmp"
+    assert {r["label"] for r in results["summary"]} == {"harp", "lwm"}
+    for row in results["summary"]:
+        assert row["realised_sparsity"] == pytest.approx(0.99, abs=0.002)
+        assert 0.0 <= row["robust_acc"] <= row["natural_acc"] <= 1.0
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["strategies"]["0.99"].keys() == {"uniform", "lamp", "erk"}
+    table = (out / "compare.md").read_text()
+    assert "| harp |" in table and "| lwm |" in table and "per-layer keep-ratio" in table
+    assert (out / "accuracy_vs_sparsity.png").stat().st_size > 0 and (out / "layer_keep_ratios.png").exists()
+    for cell in grid(config):
+        assert (cell.path(out) / "result.json").exists()
+
+    # a second invocation reuses the pre-trained model and every finished cell: nothing is trained again
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    for name in ("prune", "finetune", "run_stage"):
+        monkeypatch.setattr(pipeline, name, refuse)
+    again = compare(config, splits=tiny_splits)
+    assert again["summary"] == results["summary"]
+
+    # a cached cell made under other settings is refused, not mixed in
+    changed = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, lr=0.05))
+    with pytest.raises(HarpError, match="different settings"):
+        compare_module.compare(changed, splits=tiny_splits)
