@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from harp_prune import compare as compare_module
 from harp_prune import pipeline
 from harp_prune.compare import Cell, compare, grid
-from harp_prune.config import build_config
+from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
 
 
 def _config(tmp_path, **extra):
     return build_config(cli_values={
-        "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 3,
+        "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 2,
         "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100,
         "compare.methods": "harp,lwm", "compare.sparsities": "0.99", "compare.seeds": "0", **extra,
     })
@@ -67,3 +68,10 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
     changed = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, lr=0.05))
     with pytest.raises(HarpError, match="different settings"):
         compare_module.compare(changed, splits=tiny_splits)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_build_a_valid_comparison(path):
+    config = build_config(read_yaml(path), file_name=str(path))
+    cells = grid(config)
+    assert cells and all(0.9 <= cell.sparsity < 1 for cell in cells)
