@@ -32,6 +32,10 @@ def test_grid_and_validation(tmp_path):
     assert len(cells) == 6
     with pytest.raises(HarpError, match="unknown method"):
         grid(_config(tmp_path, **{"compare.methods": "harp,hidra"}))
+    with pytest.raises(HarpError, match="layer budget"):
+        grid(_config(tmp_path, **{"compare.methods": "lwm:lamp"}))
+    hydra_lamp = grid(_config(tmp_path, **{"compare.methods": "hydra:lamp"}))[0]
+    assert hydra_lamp.label == "hydra:lamp" and hydra_lamp.layer_budget == "lamp"
     with pytest.raises(HarpError, match="sparsities"):
         grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
     with pytest.raises(HarpError, match="comma-separated"):

@@ -15,6 +15,7 @@ Outputs in ``<out_dir>``: ``compare.json`` (all numbers), ``compare.md`` (tables
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import statistics
@@ -46,13 +47,16 @@ class Cell:
     sparsity: float
     seed: int
     gamma0: float | None = None  # set for the cells of the γ0 sweep
+    layer_budget: str | None = None  # set by "method:strategy", e.g. hydra:lamp (else prune.layer_budget)
 
     @property
     def label(self) -> str:
-        return self.method if self.gamma0 is None else f"{self.method}(g0={self.gamma0:g})"
+        label = self.method if self.layer_budget is None else f"{self.method}:{self.layer_budget}"
+        return label if self.gamma0 is None else f"{label}(g0={self.gamma0:g})"
 
     def path(self, root: Path) -> Path:
-        name = self.method if self.gamma0 is None else f"{self.method}-g0-{self.gamma0:g}"
+        name = self.method if self.layer_budget is None else f"{self.method}-{self.layer_budget}"
+        name = name if self.gamma0 is None else f"{name}-g0-{self.gamma0:g}"
         return root / "cells" / name / f"sparsity-{self.sparsity:g}" / f"seed-{self.seed}"
 
 
@@ -72,10 +76,16 @@ def grid(config: RunConfig) -> list[Cell]:
     sparsities = parse_list(c.sparsities, float, "compare.sparsities")
     seeds = parse_list(c.seeds, int, "compare.seeds")
     gammas = parse_list(c.gamma0_sweep, float, "compare.gamma0_sweep")
-    unknown = [m for m in methods if m not in PRUNERS]
+    specs = [(m.partition(":")[0], m.partition(":")[2] or None) for m in methods]
+    unknown = [m for m, _ in specs if m not in PRUNERS]
     if unknown:
         raise HarpError(f"unknown method(s) {', '.join(unknown)} in compare.methods; "
                         f"choose from {', '.join(sorted(PRUNERS))}")
+    for method, budget in specs:
+        if budget is not None and (budget not in STRATEGIES or "layer_budget" not in
+                                   inspect.signature(PRUNERS[method].__init__).parameters):
+            raise HarpError(f"'{method}:{budget}' in compare.methods: only fixed-rate methods with a layer budget "
+                            f"(e.g. hydra) take ':<strategy>', one of {', '.join(sorted(STRATEGIES))}")
     if (not methods and not gammas) or not sparsities or not seeds:
         raise HarpError("compare needs at least one method (or γ0 value), one sparsity and one seed")
     for s in sparsities:
@@ -84,7 +94,7 @@ def grid(config: RunConfig) -> list[Cell]:
     for g in gammas:
         if g <= 0:
             raise HarpError(f"compare.gamma0_sweep values must be > 0, got {g}")
-    cells = [Cell(m, s, seed) for s in sparsities for m in methods for seed in seeds]
+    cells = [Cell(m, s, seed, None, b) for s in sparsities for m, b in specs for seed in seeds]
     for g in gammas:
         if g == config.prune.gamma0 and "harp" in methods:
             continue  # the plain harp cells already use this γ0
@@ -95,7 +105,8 @@ def grid(config: RunConfig) -> list[Cell]:
 def cell_config(config: RunConfig, cell: Cell, source: Path, root: Path) -> RunConfig:
     """The user's config with this cell's method, sparsity, seed, out dir and source: nothing else changes."""
     prune = replace(config.prune, method=cell.method, sparsity=cell.sparsity, source=str(source),
-                    gamma0=cell.gamma0 if cell.gamma0 is not None else config.prune.gamma0)
+                    gamma0=cell.gamma0 if cell.gamma0 is not None else config.prune.gamma0,
+                    layer_budget=cell.layer_budget or config.prune.layer_budget)
     finetune = replace(config.finetune, source=None)
     return replace(config, seed=cell.seed, out_dir=str(cell.path(root)), prune=prune, finetune=finetune,
                    provenance=dict(config.provenance))
