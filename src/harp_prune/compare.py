@@ -163,6 +163,9 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
     model = pipeline.finetune(cfg, resume=True, ctx=ctx)
     evaluation = pipeline.evaluate(cfg, model=model, ctx=ctx)
     pruned = load_checkpoint(ctx.out_dir / "prune" / "final.pt")
+    if PRUNERS[cell.method].learns_rates and cfg.prune.epochs > 0 and _reached_epoch(pruned["history"]) is None:
+        log(f"[compare] warning: {cell.label} never met the budget in {cfg.prune.epochs} pruning epochs; the final "
+            f"keep-ratios come from the budget projection, not from learning (raise prune.gamma0 or prune.epochs)")
     finetuned = load_checkpoint(ctx.out_dir / "finetune" / "final.pt")
     result = {
         "label": cell.label, "method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
@@ -204,6 +207,7 @@ def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "natural_std": statistics.pstdev(natural), "robust_std": statistics.pstdev(robust),
             "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
             "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
+            "learns_rates": members[0]["gamma0"] is not None,
             "layers": members[0]["evaluation"]["layers"],
         })
     return rows
@@ -235,9 +239,13 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for s in sparsities:
             r = by_key.get((label, s))
+            missed = r is not None and r["learns_rates"] and r["budget_reached_epoch"] is None
             cells.append("-" if r is None else f"{_pct(r['natural_acc'], r['natural_std'])} / "
-                         f"{_pct(r['robust_acc'], r['robust_std'])}")
+                         f"{_pct(r['robust_acc'], r['robust_std'])}" + (" †" if missed else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(r["learns_rates"] and r["budget_reached_epoch"] is None for r in rows):
+        lines += ["", "† the learned rates never met the budget during pruning, so the budget projection after pruning "
+                  "set the final keep-ratios (one common logit shift): raise prune.gamma0 or prune.epochs."]
     harp_rows = [r for r in rows if r["method"] == "harp"]
     if len({r["gamma0"] for r in harp_rows}) > 1:
         lines += ["", "## γ0 sweep (HARP)", "",
