@@ -79,3 +79,10 @@ def test_presets_build_a_valid_comparison(path):
     config = build_config(read_yaml(path), file_name=str(path))
     cells = grid(config)
     assert cells and all(0.9 <= cell.sparsity < 1 for cell in cells)
+
+
+def test_cli_compare_reports_bad_methods(tmp_path, capsys):
+    from harp_prune.cli import main
+
+    assert main(["compare", "--out-dir", str(tmp_path / "x"), "--compare-methods", "harp,bogus"]) == 2
+    assert "unknown method(s) bogus" in capsys.readouterr().err

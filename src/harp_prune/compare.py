@@ -289,13 +289,16 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     def position(s: float) -> float:  # 90% -> 1, 99% -> 2, 99.9% -> 3: the paper's log-density axis
         return -math.log10(max(1.0 - s, 1e-12))
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    figure, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharex=True)
     for axis, key, title in ((axes[0], "natural_acc", "natural accuracy"), (axes[1], "robust_acc", f"{attack}")):
-        for label in dict.fromkeys(r["label"] for r in rows):
+        for index, label in enumerate(labels):
             own = sorted((r for r in rows if r["label"] == label), key=lambda r: r["sparsity"])
             axis.errorbar([position(r["sparsity"]) for r in own], [100 * r[key] for r in own],
                           yerr=[100 * r[key.replace("acc", "std")] for r in own], marker="o", capsize=3, label=label,
-                          linewidth=2.2 if label == "harp" else 1.2)
+                          linewidth=2.4 if label == "harp" else 1.2, color=colours(index),
+                          linestyle=":" if "(g0=" in label else "-")
         reference = dense[key] if key == "natural_acc" else dense["robust_acc"][attack]
         axis.axhline(100 * reference, color="grey", linestyle="--", linewidth=1, label="dense")
         axis.set_title(title)
@@ -303,7 +306,7 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         axis.set_ylabel("accuracy (%)")
         axis.set_xticks([position(s) for s in sparsities], [f"{100 * s:g}%" for s in sparsities])
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="best")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.suptitle(f"{results['config']['model']} on {dense['dataset']}: accuracy against sparsity")
     figure.tight_layout()
     paths = [out / "accuracy_vs_sparsity.png"]
