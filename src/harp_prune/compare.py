@@ -266,7 +266,9 @@ def markdown(results: dict[str, Any]) -> str:
         for i, layer in enumerate(harp["layers"]):
             fixed = " | ".join(f"{100 * budgets[n][i]:.3f}" for n in names)
             lines.append(f"| {layer['name']} | {layer['numel']:,} | {100 * layer['density']:.3f} | {fixed} |")
-    lines += ["", f"wall time: {results['wall_seconds']:.0f} s (this invocation)"]
+    cell_seconds = sum(c["wall_seconds"] for c in results["cells"])
+    lines += ["", f"wall time: {cell_seconds:.0f} s in the cells (prune + fine-tune + evaluation, summed), "
+              f"{results['wall_seconds']:.0f} s in this invocation (cached cells are not rerun)"]
     return "\n".join(lines)
 
 
