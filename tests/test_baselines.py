@@ -154,3 +154,20 @@ def test_layer_bounds_must_admit_the_target():
 
 def test_every_baseline_is_registered():
     assert set(BASELINES) <= set(PRUNERS)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_checkpoint_description_rebuilds_the_same_masks(trained_model, method):
+    """What `load_model` does with a pruned checkpoint: rebuild from describe(), attach, load the state."""
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner(method, 0.99, seed=5, layer_budget="erk")
+    pruner.attach(model)
+    pruner.finalize()
+    options = dict(pruner.describe())
+    rebuilt = build_pruner(options.pop("method"), options.pop("sparsity"), **options)
+    twin = copy.deepcopy(trained_model)
+    rebuilt.attach(twin)
+    twin.load_state_dict(model.state_dict())
+    rebuilt.adopt(twin)
+    for a, b in zip(masked_layers(model).values(), masked_layers(twin).values(), strict=True):
+        assert torch.equal(a.mask(), b.mask())
