@@ -114,9 +114,10 @@ def cell_config(config: RunConfig, cell: Cell, source: Path, root: Path) -> RunC
 
 def _settings(config_dict: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     picked = {k: copy.deepcopy(config_dict.get(k)) for k in keys}
-    for section in ("prune", "finetune"):
+    for section, key in (("prune", "source"), ("finetune", "source"), ("data", "workers"),
+                         ("data", "eval_batch_size")):  # where from / how fast, not what is computed
         if isinstance(picked.get(section), dict):
-            picked[section].pop("source", None)
+            picked[section].pop(key, None)
     return picked
 
 
