@@ -14,18 +14,20 @@ from harp_prune.compare import Cell, compare, grid
 from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
 
+SMALL_PRESET = Path(__file__).parents[1] / "configs" / "compare-small.yaml"
+
 
 def _config(tmp_path, **extra):
-    return build_config(cli_values={
+    """configs/compare-small.yaml (harp and lwm at 99%), cut down further for the test's time budget."""
+    return build_config(read_yaml(SMALL_PRESET), {
         "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 2,
-        "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100,
-        "compare.methods": "harp,lwm", "compare.sparsities": "0.99", "compare.seeds": "0", **extra,
+        "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100, **extra,
     })
 
 
 def test_grid_and_validation(tmp_path):
     config = _config(tmp_path, **{"compare.methods": "harp,hydra", "compare.sparsities": "0.9,0.99",
-                                  "compare.gamma0_sweep": "0.01,0.1"})
+                                  "compare.gamma0_sweep": "0.01,0.1", "prune.gamma0": 0.01})
     cells = grid(config)
     assert Cell("hydra", 0.9, 0) in cells and Cell("harp", 0.99, 0, 0.1) in cells
     assert Cell("harp", 0.99, 0, 0.01) not in cells  # same as the plain harp cell (prune.gamma0 = 0.01)
