@@ -10,7 +10,7 @@ import pytest
 
 from harp_prune import compare as compare_module
 from harp_prune import pipeline
-from harp_prune.compare import Cell, compare, grid
+from harp_prune.compare import Cell, cell_config, compare, grid
 from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
 
@@ -36,8 +36,12 @@ def test_grid_and_validation(tmp_path):
         grid(_config(tmp_path, **{"compare.methods": "harp,hidra"}))
     with pytest.raises(HarpError, match="layer budget"):
         grid(_config(tmp_path, **{"compare.methods": "lwm:lamp"}))
-    hydra_lamp = grid(_config(tmp_path, **{"compare.methods": "hydra:lamp"}))[0]
-    assert hydra_lamp.label == "hydra:lamp" and hydra_lamp.layer_budget == "lamp"
+    config = _config(tmp_path, **{"compare.methods": "hydra:lamp,harp:erk"})
+    hydra_lamp, harp_erk = grid(config)
+    assert hydra_lamp.label == "hydra:lamp" and harp_erk.label == "harp:erk"
+    source = tmp_path / "dense.pt"
+    assert cell_config(config, hydra_lamp, source, tmp_path).prune.layer_budget == "lamp"
+    assert cell_config(config, harp_erk, source, tmp_path).prune.init_strategy == "erk"
     with pytest.raises(HarpError, match="sparsities"):
         grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
     with pytest.raises(HarpError, match="comma-separated"):

@@ -47,7 +47,7 @@ class Cell:
     sparsity: float
     seed: int
     gamma0: float | None = None  # set for the cells of the γ0 sweep
-    layer_budget: str | None = None  # set by "method:strategy", e.g. hydra:lamp (else prune.layer_budget)
+    layer_budget: str | None = None  # "method:strategy": hydra:lamp (budget) or harp:lamp (initial strategy)
 
     @property
     def label(self) -> str:
@@ -82,10 +82,11 @@ def grid(config: RunConfig) -> list[Cell]:
         raise HarpError(f"unknown method(s) {', '.join(unknown)} in compare.methods; "
                         f"choose from {', '.join(sorted(PRUNERS))}")
     for method, budget in specs:
-        if budget is not None and (budget not in STRATEGIES or "layer_budget" not in
-                                   inspect.signature(PRUNERS[method].__init__).parameters):
-            raise HarpError(f"'{method}:{budget}' in compare.methods: only fixed-rate methods with a layer budget "
-                            f"(e.g. hydra) take ':<strategy>', one of {', '.join(sorted(STRATEGIES))}")
+        takes = {"layer_budget", "init_strategy"} & set(inspect.signature(PRUNERS[method].__init__).parameters)
+        if budget is not None and (budget not in STRATEGIES or not takes):
+            raise HarpError(f"'{method}:{budget}' in compare.methods: only methods with a layer budget (hydra) or an "
+                            f"initial strategy (harp, rates-only) take ':<strategy>', one of "
+                            f"{', '.join(sorted(STRATEGIES))}")
     if (not methods and not gammas) or not sparsities or not seeds:
         raise HarpError("compare needs at least one method (or γ0 value), one sparsity and one seed")
     for s in sparsities:
@@ -105,8 +106,10 @@ def grid(config: RunConfig) -> list[Cell]:
 def cell_config(config: RunConfig, cell: Cell, source: Path, root: Path) -> RunConfig:
     """The user's config with this cell's method, sparsity, seed, out dir and source: nothing else changes."""
     prune = replace(config.prune, method=cell.method, sparsity=cell.sparsity, source=str(source),
-                    gamma0=cell.gamma0 if cell.gamma0 is not None else config.prune.gamma0,
-                    layer_budget=cell.layer_budget or config.prune.layer_budget)
+                    gamma0=cell.gamma0 if cell.gamma0 is not None else config.prune.gamma0)
+    if cell.layer_budget is not None:  # "method:strategy": the fixed budget, or where learned rates start
+        key = "init_strategy" if PRUNERS[cell.method].learns_rates else "layer_budget"
+        prune = replace(prune, **{key: cell.layer_budget})
     finetune = replace(config.finetune, source=None)
     return replace(config, seed=cell.seed, out_dir=str(cell.path(root)), prune=prune, finetune=finetune,
                    provenance=dict(config.provenance))
