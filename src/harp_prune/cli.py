@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harp_prune import distributed, pipeline
+from harp_prune.compare import compare
 from harp_prune.config import build_config, field_types, read_yaml
 from harp_prune.errors import HarpError
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "finetune": "stage 3: fine-tune the pruned model with its masks fixed",
     "evaluate": "natural and PGD accuracy and sparsity of a checkpoint, as JSON",
     "export": "write a pruned checkpoint as a zeroed state dict, a sparse file, a slim model or ONNX",
+    "compare": "HARP vs baselines at several sparsities from one pre-trained model (cached, resumable)",
 }
 
 
@@ -93,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         if command == "run":
             pipeline.run(config, resume=args.resume)
+        elif command == "compare":
+            compare(config)  # always resumes from its caches
         elif command in ("pretrain", "prune", "finetune"):
             getattr(pipeline, command)(config, resume=args.resume)
         else:

@@ -68,6 +68,9 @@ class PruneConfig(StageConfig):
     # (harp: 0.1 for all targets, as the official code; harp-channel: 0.99, the official 'original')
     channel_target: str = "channels"  # harp-channel budget: channels (sparsity of widths) | flops | params
     source: str | None = None  # dense checkpoint to prune; None: <out_dir>/pretrain/final.pt
+    layer_budget: str = "uniform"  # fixed-rate methods (hydra): per-layer budget strategy at the target density
+    min_layer_density: float = 0.0  # HARP: floor on every layer's keep-ratio (a_min if higher)
+    max_layer_density: float = 1.0  # HARP: ceiling on every layer's keep-ratio
 
 
 @dataclass
@@ -82,6 +85,16 @@ class EvalConfig:
     pgd_steps: int = 20
     pgd_restarts: int = 1
     checkpoint: str | None = None  # for `harp evaluate`; None: <out_dir>/finetune/final.pt
+
+
+@dataclass
+class CompareConfig:
+    """`harp compare`: every method at every sparsity (and seed) from one pre-trained model."""
+
+    methods: str = "harp,hydra,lwm,global-magnitude,lamp,erk,random"  # comma-separated pruning methods
+    sparsities: str = "0.9,0.99,0.999"  # comma-separated target sparsities
+    seeds: str = "0"  # comma-separated seeds of pruning + fine-tuning (one pre-training)
+    gamma0_sweep: str = ""  # comma-separated γ0 values: extra HARP cells, e.g. "0.001,0.01,0.1"
 
 
 @dataclass
@@ -102,6 +115,7 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     provenance: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, scaled_score_init, set_layer_densities
 from harp_prune.pruning.budget import project_to_budget
 from harp_prune.pruning.channel import HarpChannelPruner
+from harp_prune.pruning.erk import ErkPruner, erk_densities
+from harp_prune.pruning.fixed import FixedRatePruner, set_layer_counts
+from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner
 from harp_prune.pruning.harp import HarpPruner
+from harp_prune.pruning.hydra import HydraPruner
+from harp_prune.pruning.lamp import LampPruner, lamp_densities
+from harp_prune.pruning.lwm import LwmPruner
 from harp_prune.pruning.masked import (
     ChannelMaskedLayer,
     MaskedLayer,
@@ -21,7 +27,9 @@ from harp_prune.pruning.masked import (
     unwrap_model,
     wrap_model,
 )
+from harp_prune.pruning.random_pruner import RandomPruner
 from harp_prune.pruning.rates import keep_ratio, kept_count, rate_for_keep_ratio
+from harp_prune.pruning.rates_only import RatesOnlyPruner
 from harp_prune.pruning.schedule import GammaSchedule
 from harp_prune.pruning.sparsity import SparsityReport, size_loss, soft_density, sparsity_report
 from harp_prune.pruning.strategies import STRATEGIES, layer_densities, register_strategy
@@ -45,13 +53,18 @@ def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
     return cls(sparsity, **{k: v for k, v in options.items() if k in accepted})
 
 
-register_pruner(HarpChannelPruner)
+# HARP's structured variant and the baselines of the comparison (method.md §6, §8), sharing one interface
+for _method in (HarpChannelPruner, HydraPruner, RatesOnlyPruner, LwmPruner, GlobalMagnitudePruner, LampPruner,
+                ErkPruner, RandomPruner):
+    register_pruner(_method)
 
 
 __all__ = [
-    "PRUNERS", "STRATEGIES", "ChannelMaskedLayer", "GammaSchedule", "HarpChannelPruner", "HarpPruner",
-    "MaskedLayer", "Pruner", "SparsityReport",
-    "build_pruner", "iter_prunable", "keep_ratio", "kept_count", "layer_densities", "masked_layers",
+    "PRUNERS", "STRATEGIES", "ChannelMaskedLayer", "ErkPruner", "FixedRatePruner", "GammaSchedule",
+    "GlobalMagnitudePruner", "HarpChannelPruner", "HarpPruner", "HydraPruner", "LampPruner", "LwmPruner",
+    "MaskedLayer", "Pruner", "RandomPruner", "RatesOnlyPruner", "SparsityReport", "build_pruner", "erk_densities",
+    "iter_prunable", "keep_ratio", "kept_count", "lamp_densities", "layer_densities", "masked_layers",
     "project_to_budget", "rate_for_keep_ratio", "register_pruner", "register_strategy", "scaled_score_init",
-    "set_layer_densities", "size_loss", "soft_density", "sparsity_report", "unwrap_model", "wrap_model",
+    "set_layer_counts", "set_layer_densities", "size_loss", "soft_density", "sparsity_report", "unwrap_model",
+    "wrap_model",
 ]

@@ -156,7 +156,7 @@ def scaled_score_init(layers: list[MaskedLayer]) -> None:
 def set_layer_densities(layers: list[MaskedLayer], densities: Sequence[float]) -> None:
     """Set each layer's rate logit so that its keep-ratio equals the given density."""
     for layer, density in zip(layers, densities, strict=True):
-        layer.rate.fill_(rate_for_keep_ratio(density, layer.min_keep))
+        layer.rate.fill_(rate_for_keep_ratio(density, layer.min_keep, layer.max_keep))
 
 
 def initial_densities(pruner: Pruner, layers: list[MaskedLayer]) -> list[float]:

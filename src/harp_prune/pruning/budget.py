@@ -23,7 +23,7 @@ def _kept_with_offset(layers: list[MaskedLayer], offset: float) -> int:
     total = 0
     for layer in layers:
         sig = 1.0 / (1.0 + math.exp(-(float(layer.rate.detach()) + offset)))
-        total += kept_count(layer.min_keep + (1.0 - layer.min_keep) * sig, layer.numel)
+        total += kept_count(layer.min_keep + (layer.max_keep - layer.min_keep) * sig, layer.numel)
     return total
 
 

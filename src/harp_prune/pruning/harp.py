@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, initial_densities, scaled_score_init, set_layer_densities
 from harp_prune.pruning.masked import MaskedLayer
 from harp_prune.pruning.schedule import GammaSchedule
@@ -20,6 +21,9 @@ class HarpPruner(Pruner):
     γ_e = (e + 1) γ0 until the budget is first met at the end of an epoch, then frozen.
 
     :param gamma0: the first γ and the per-epoch increment (0.01 for CIFAR-10/SVHN in the paper).
+    :param min_layer_density: a floor on every layer's keep-ratio (raised to a_min if lower).
+    :param max_layer_density: a ceiling on every layer's keep-ratio. Both bounds enter the parametrisation
+        a = lo + (hi - lo) sigmoid(r), not a clamp, so the rate gradient of the STE stays exact.
     """
 
     name = "harp"
@@ -27,11 +31,26 @@ class HarpPruner(Pruner):
     learns_rates = True
 
     def __init__(self, sparsity: float, *, gamma0: float = 0.01, alpha: float = 0.1,
-                 init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.1) -> None:
+                 init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.1,
+                 min_layer_density: float = 0.0, max_layer_density: float = 1.0) -> None:
         super().__init__(sparsity, alpha=alpha, init_strategy=init_strategy, init_density=init_density)
         self.schedule = GammaSchedule(gamma0)
+        low, high = max(self.min_keep, float(min_layer_density)), float(max_layer_density)
+        if not 0.0 <= low < high <= 1.0:
+            raise HarpError(
+                f"per-layer keep-ratio bounds must satisfy a_min <= min_layer_density < max_layer_density <= 1, "
+                f"got [{low}, {high}]; widen prune.min_layer_density/prune.max_layer_density"
+            )
+        if not low <= self.target_density <= high:
+            raise HarpError(
+                f"the target density {self.target_density:g} lies outside the per-layer bounds [{low:g}, {high:g}], "
+                "so no layer budget can meet it; widen prune.min_layer_density/prune.max_layer_density"
+            )
+        self.min_layer_density, self.max_layer_density = low, high
 
     def initialize(self, layers: list[MaskedLayer]) -> None:
+        for layer in layers:
+            layer.min_keep, layer.max_keep = self.min_layer_density, self.max_layer_density
         scaled_score_init(layers)
         set_layer_densities(layers, initial_densities(self, layers))
 
@@ -67,4 +86,5 @@ class HarpPruner(Pruner):
         self.schedule.load_state_dict(state["schedule"])
 
     def describe(self) -> dict:
-        return {**super().describe(), "gamma0": self.schedule.gamma0}
+        return {**super().describe(), "gamma0": self.schedule.gamma0, "min_layer_density": self.min_layer_density,
+                "max_layer_density": self.max_layer_density}

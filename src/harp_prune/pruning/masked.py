@@ -55,8 +55,8 @@ class MaskedLayer(nn.Module):
 
     Parameters added: ``scores`` (S, one per pruning unit: here one per weight) and ``rate`` (r, a scalar).
     Subclasses change the unit (``granularity``) by overriding ``initial_scores`` and ``mask_view_shape``;
-    the top-k, the cache and the STE are shared. ``min_keep``
-    (a_min) is saved in the state dict as extra state, not as a buffer, so that DistributedDataParallel's
+    the top-k, the cache and the STE are shared. ``min_keep`` (a_min) and ``max_keep`` (a_max, normally 1)
+    are saved in the state dict as extra state, not as buffers, so that DistributedDataParallel's
     per-forward buffer broadcast cannot invalidate the cached mask. The wrapped layer stays reachable as
     ``.layer`` with its own weight and bias.
     """
@@ -73,6 +73,7 @@ class MaskedLayer(nn.Module):
         self.min_keep = float(min_keep)
         # False re-sorts |S| on every forward pass, as the official code does (kept for benchmarks).
         self.reuse_mask = True
+        self.max_keep = 1.0  # a_max: below 1 only when the user bounds the layers' keep-ratios
         self._mask_key: tuple[int, ...] | None = None
         self._mask: torch.Tensor | None = None
 
@@ -99,7 +100,7 @@ class MaskedLayer(nn.Module):
 
     def keep_ratio(self) -> torch.Tensor:
         """The differentiable keep-ratio a(l)."""
-        return keep_ratio(self.rate, self.min_keep)
+        return keep_ratio(self.rate, self.min_keep, self.max_keep)
 
     def kept_units(self) -> int:
         """How many units (scores) the current mask keeps."""
@@ -116,7 +117,7 @@ class MaskedLayer(nn.Module):
     def mask(self) -> torch.Tensor:
         """The binary mask (shape of the scores), recomputed only when S, r or a_min changed."""
         key = (self.scores._version, self.scores.data_ptr(), self.rate._version, self.rate.data_ptr(),
-               hash(self.min_keep))
+               hash(self.min_keep), hash(self.max_keep))
         if key != self._mask_key or self._mask is None or not self.reuse_mask:
             with torch.no_grad():
                 magnitude = self.scores.detach().abs().flatten()
@@ -131,10 +132,11 @@ class MaskedLayer(nn.Module):
         return self._mask
 
     def get_extra_state(self) -> dict:
-        return {"min_keep": self.min_keep}
+        return {"min_keep": self.min_keep, "max_keep": self.max_keep}
 
     def set_extra_state(self, state: dict) -> None:
         self.min_keep = float(state["min_keep"])
+        self.max_keep = float(state.get("max_keep", 1.0))
         self._mask_key = None
 
     def masked_weight(self) -> torch.Tensor:

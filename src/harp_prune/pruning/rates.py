@@ -16,18 +16,23 @@ def check_density(density: float, what: str = "target density") -> float:
     return float(density)
 
 
-def keep_ratio(rate: torch.Tensor, min_keep: float) -> torch.Tensor:
-    """a(r) = a_min + (1 - a_min) * sigmoid(r): always in (a_min, 1), differentiable."""
-    return min_keep + (1.0 - min_keep) * torch.sigmoid(rate)
+def keep_ratio(rate: torch.Tensor, min_keep: float, max_keep: float = 1.0) -> torch.Tensor:
+    """a(r) = a_min + (a_max - a_min) * sigmoid(r): always in (a_min, a_max), differentiable.
+
+    a_max is 1 unless the user bounds the layers' keep-ratios (``prune.max_layer_density``); squashing the
+    sigmoid into [a_min, a_max] keeps the STE's gradient exact, where a hard clamp would cut it off.
+    """
+    return min_keep + (max_keep - min_keep) * torch.sigmoid(rate)
 
 
-def rate_for_keep_ratio(density: float, min_keep: float) -> float:
+def rate_for_keep_ratio(density: float, min_keep: float, max_keep: float = 1.0) -> float:
     """The logit r with keep_ratio(r) == density.
 
     The official code clips u to [-0.99, 0.99] before the logit; a negative u has no logit, so we clip to
-    [1e-6, 1 - 1e-6] instead (official-code.md bug 4). Densities at or below a_min land just above it.
+    [1e-6, 1 - 1e-6] instead (official-code.md bug 4). Densities at or below a_min land just above it, those
+    at or above a_max just below it.
     """
-    u = (density - min_keep) / (1.0 - min_keep)
+    u = (density - min_keep) / (max_keep - min_keep)
     u = min(max(u, 1e-6), 1.0 - 1e-6)
     return math.log(u / (1.0 - u))
 

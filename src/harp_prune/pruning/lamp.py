@@ -1,0 +1,39 @@
+"""LAMP layer budgets (Lee et al., ICLR 2021) as a strategy, and the LAMP magnitude-pruning baseline."""
+
+from __future__ import annotations
+
+import torch
+
+from harp_prune.pruning.fixed import global_count
+from harp_prune.pruning.lwm import LwmPruner
+from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.strategies import register_strategy
+
+
+@torch.no_grad()
+def lamp_densities(layers: list[MaskedLayer], density: float) -> list[float]:
+    """Per-layer keep-ratios of global pruning on LAMP scores at the global ``density``.
+
+    A weight's LAMP score is w_u^2 / sum_{v >= u} w_v^2 over the layer's weights sorted by ascending
+    magnitude: a layer's largest weight scores 1, so every layer keeps at least one weight, and layers
+    whose magnitude is spread over few weights keep relatively more than under a raw global threshold.
+    """
+    scores, owners = [], []
+    for index, layer in enumerate(layers):
+        squared, _ = torch.sort(layer.weight.detach().flatten().double() ** 2)
+        tail = torch.flip(torch.cumsum(torch.flip(squared, [0]), 0), [0])
+        scores.append(squared / tail.clamp_min(1e-300))
+        owners.append(torch.full((layer.numel,), index, dtype=torch.long))
+    kept = torch.topk(torch.cat(scores), global_count(layers, density), sorted=False).indices
+    counts = torch.bincount(torch.cat(owners)[kept], minlength=len(layers))
+    return [max(1, int(count)) / layer.numel for count, layer in zip(counts, layers, strict=True)]
+
+
+register_strategy("lamp", lamp_densities)
+
+
+class LampPruner(LwmPruner):
+    """One-shot magnitude pruning within each layer, with LAMP's per-layer budgets at the target density."""
+
+    name = "lamp"
+    default_budget = "lamp"

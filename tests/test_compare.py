@@ -1,0 +1,94 @@
+"""`harp compare`: the grid, the outputs, and resuming from cached cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from harp_prune import compare as compare_module
+from harp_prune import pipeline
+from harp_prune.compare import Cell, cell_config, compare, grid
+from harp_prune.config import build_config, read_yaml
+from harp_prune.errors import HarpError
+
+SMALL_PRESET = Path(__file__).parents[1] / "configs" / "compare-small.yaml"
+
+
+def _config(tmp_path, **extra):
+    """configs/compare-small.yaml (harp and lwm at 99%), cut down further for the test's time budget."""
+    return build_config(read_yaml(SMALL_PRESET), {
+        "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 2,
+        "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100, **extra,
+    })
+
+
+def test_grid_and_validation(tmp_path):
+    config = _config(tmp_path, **{"compare.methods": "harp,hydra", "compare.sparsities": "0.9,0.99",
+                                  "compare.gamma0_sweep": "0.01,0.1", "prune.gamma0": 0.01})
+    cells = grid(config)
+    assert Cell("hydra", 0.9, 0) in cells and Cell("harp", 0.99, 0, 0.1) in cells
+    assert Cell("harp", 0.99, 0, 0.01) not in cells  # same as the plain harp cell (prune.gamma0 = 0.01)
+    assert len(cells) == 6
+    with pytest.raises(HarpError, match="unknown method"):
+        grid(_config(tmp_path, **{"compare.methods": "harp,hidra"}))
+    with pytest.raises(HarpError, match="layer budget"):
+        grid(_config(tmp_path, **{"compare.methods": "lwm:lamp"}))
+    config = _config(tmp_path, **{"compare.methods": "hydra:lamp,harp:erk"})
+    hydra_lamp, harp_erk = grid(config)
+    assert hydra_lamp.label == "hydra:lamp" and harp_erk.label == "harp:erk"
+    source = tmp_path / "dense.pt"
+    assert cell_config(config, hydra_lamp, source, tmp_path).prune.layer_budget == "lamp"
+    assert cell_config(config, harp_erk, source, tmp_path).prune.init_strategy == "erk"
+    with pytest.raises(HarpError, match="sparsities"):
+        grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
+    with pytest.raises(HarpError, match="comma-separated"):
+        grid(_config(tmp_path, **{"compare.seeds": "0,a"}))
+
+
+@pytest.mark.slow
+def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
+    config = _config(tmp_path)
+    results = compare(config, splits=tiny_splits)
+    out = tmp_path / "cmp"
+    assert {r["label"] for r in results["summary"]} == {"harp", "lwm"}
+    for row in results["summary"]:
+        assert row["realised_sparsity"] == pytest.approx(0.99, abs=0.002)
+        assert 0.0 <= row["robust_acc"] <= row["natural_acc"] <= 1.0
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["strategies"]["0.99"].keys() == {"uniform", "lamp", "erk"}
+    table = (out / "compare.md").read_text()
+    assert "| harp |" in table and "| lwm |" in table and "per-layer keep-ratio" in table
+    assert (out / "accuracy_vs_sparsity.png").stat().st_size > 0 and (out / "layer_keep_ratios.png").exists()
+    for cell in grid(config):
+        assert (cell.path(out) / "result.json").exists()
+
+    # a second invocation reuses the pre-trained model and every finished cell: nothing is trained again
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    for name in ("prune", "finetune", "run_stage"):
+        monkeypatch.setattr(pipeline, name, refuse)
+    again = compare(config, splits=tiny_splits)
+    assert again["summary"] == results["summary"]
+
+    # a cached cell made under other settings is refused, not mixed in
+    changed = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, lr=0.05))
+    with pytest.raises(HarpError, match="different settings"):
+        compare_module.compare(changed, splits=tiny_splits)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_build_a_valid_comparison(path):
+    config = build_config(read_yaml(path), file_name=str(path))
+    cells = grid(config)
+    assert cells and all(0.9 <= cell.sparsity < 1 for cell in cells)
+
+
+def test_cli_compare_reports_bad_methods(tmp_path, capsys):
+    from harp_prune.cli import main
+
+    assert main(["compare", "--out-dir", str(tmp_path / "x"), "--compare-methods", "harp,bogus"]) == 2
+    assert "unknown method(s) bogus" in capsys.readouterr().err
