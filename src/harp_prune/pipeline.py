@@ -26,6 +26,7 @@ from harp_prune.config import RunConfig, save_config
 from harp_prune.data import Splits, load_dataset, make_loader, make_splits
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
+from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
 from harp_prune.models import build_model
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, build_pruner, masked_layers
@@ -151,8 +152,9 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
 
 
 def _objective(ctx: Context, stage: str):
-    name = getattr(ctx.config, stage).objective or ctx.config.pretrain.objective
-    return build_objective(name, ctx.attack())
+    s = getattr(ctx.config, stage)
+    options = {key: getattr(s, key) for key in ("beta", "replays") if getattr(s, key) is not None}
+    return build_objective(s.objective or ctx.config.pretrain.objective, ctx.attack(), **options)
 
 
 def _select_attack(ctx: Context, stage: str) -> Attack | None:
@@ -261,25 +263,33 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, resume: bool 
 
 def evaluate(config: RunConfig, *, model: nn.Module | None = None, checkpoint: str | Path | None = None,
              ctx: Context | None = None) -> dict[str, Any]:
-    """Natural and PGD-k accuracy on the test split, with counted sparsity; returns JSON-ready data."""
+    """Natural and robust accuracy (``evaluate.attacks``, default PGD-k) on the test split, their point-wise
+    worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data."""
     ctx = ctx or prepare(config)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
         model = _source_model(ctx, path, None)[0]
     model = model.to(ctx.device)
-    e = config.evaluate
-    attacks = {f"pgd{e.pgd_steps}": ctx.attack(e.pgd_steps, e.pgd_restarts)}
+    attacks = evaluation_attacks(config, ctx.out_dir / "autoattack")
     result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress)
     result.update({"dataset": ctx.splits.info.name, "eps": config.attack.eps, "norm": config.attack.norm,
-                   "seed": config.seed})
+                   "threat_model": threat_model(config.attack.norm), "clean_acc": result["natural_acc"],
+                   "n_examples": result["examples"], "seed": config.seed})
+    if config.evaluate.eps_sweep:
+        result["sanity"] = sanity_section(config, model, ctx.test_loader, ctx.device)
+        result["flags"] += [f"sanity: {w}" for w in result["sanity"]["warnings"]]
+        for warning in result["sanity"]["warnings"]:
+            log(f"[evaluate] warning: {warning}")
     return result
 
 
 def environment() -> dict[str, str]:
     from harp_prune import __version__
+    from harp_prune.attacks import pyautoattack_version
 
     return {"harp_prune": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+            "pyautoattack": pyautoattack_version() or "not installed", "python": platform.python_version(),
+            "platform": platform.platform()}
 
 
 def write_json(data: Any, path: Path) -> None:
