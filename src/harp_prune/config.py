@@ -28,7 +28,6 @@ class DataConfig:
     test_examples: int | None = None  # evaluate on a stratified subset of the test split
     workers: int = 0  # DataLoader worker processes
     augment: bool | None = None  # random crop (pad 4) + horizontal flip of training batches; None: data set default
-    image_size: int | None = None  # side length image-folder data sets are resized to; None: 64
 
 
 @dataclass

@@ -8,6 +8,7 @@ continues an interrupted one from its last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -23,7 +24,15 @@ from torch.utils.data import DataLoader
 
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import RunConfig, save_config
-from harp_prune.data import Splits, load_dataset, make_loader, make_splits
+from harp_prune.data import (
+    AugmentedImages,
+    Splits,
+    UInt8Images,
+    load_dataset,
+    make_loader,
+    make_splits,
+    with_augmentation,
+)
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
 from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
@@ -94,6 +103,8 @@ def prepare(config: RunConfig, splits: Splits | None = None) -> Context:
     if splits is None:
         data = load_dataset(config.data.dataset, config.data.root)
         splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples)
+    if config.data.augment and isinstance(splits.train, UInt8Images) and not isinstance(splits.train, AugmentedImages):
+        splits = dataclasses.replace(splits, train=with_augmentation(splits.train))
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
     d = config.data
