@@ -92,8 +92,9 @@ def test_autoattack_at_most_pgd_and_resumes(trained_model, batch, tmp_path):
 
 @pytest.mark.slow
 def test_autoattack_standard_version_on_a_handful(trained_model, batch):
-    x, y = batch[0][:6], batch[1][:6]
-    result = AutoAttack(EPS).run(trained_model, x, y)
+    # a larger eps so that APGD-CE breaks most points: FAB-T and Square on surviving points cost minutes on CPU
+    x, y = batch[0][:4], batch[1][:4]
+    result = AutoAttack(0.25).run(trained_model, x, y)
     assert list(result.components) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert result.robust_acc <= result.clean_acc
     assert isinstance(result.flags, list)
