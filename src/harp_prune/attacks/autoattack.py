@@ -134,8 +134,11 @@ class AutoAttackResult:
 
 def _fingerprint(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for tensor in (images, labels, *model.state_dict().values()):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for value in (images, labels, *model.state_dict().values()):
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        else:  # extra state (e.g. a masked layer's settings)
+            digest.update(repr(value).encode())
     return digest.hexdigest()[:16]
 
 
