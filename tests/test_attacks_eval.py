@@ -138,3 +138,27 @@ def test_eps_sweep_flags_a_masked_model(trained_model, batch):
 
     bad = eps_sweep(Masked(trained_model), x, y, EPS, EPS / 4, "linf", [0.5, 1, 16], steps=5)
     assert not bad["ok"] and any("still" in w for w in bad["warnings"])
+
+
+def test_pipeline_evaluate_json_shape(trained_model, tiny_splits, tmp_path):
+    from harp_prune.config import build_config
+    from harp_prune.pipeline import evaluate, prepare
+
+    config = build_config(cli_values={
+        "out_dir": str(tmp_path), "progress": False, "evaluate.attacks": "fgsm,pgd5,autoattack",
+        "evaluate.autoattack_version": "apgd-ce", "evaluate.eps_sweep": "1,16", "evaluate.sanity_examples": 30,
+    })
+    ctx = prepare(config, tiny_splits)
+    torch.manual_seed(0)
+    result = evaluate(config, model=trained_model, ctx=ctx)
+    assert set(result["robust_acc"]) == {"fgsm", "pgd5", "autoattack"}
+    assert result["worst_case_acc"] <= min(result["robust_acc"].values()) <= result["clean_acc"]
+    assert result["threat_model"] == "Linf" and result["eps"] == 0.1 and result["n_examples"] == 200
+    assert set(result["balanced_acc"]) == {"natural", "fgsm", "pgd5", "autoattack", "worst_case"}
+    details = result["attack_details"]["autoattack"]
+    assert list(details["components"]) == ["apgd-ce"] and details["state_file"].startswith(str(tmp_path))
+    assert result["sanity"]["examples"] == 30 and len(result["sanity"]["robust_acc"]) == 2
+    assert isinstance(result["flags"], list) and "layers" in result and result["sparsity"] == 0.0
+    with pytest.raises(HarpError, match="unknown attack"):
+        evaluate(build_config(cli_values={"out_dir": str(tmp_path), "evaluate.attacks": "pgd5,foo"}),
+                 model=trained_model, ctx=ctx)

@@ -202,6 +202,9 @@ class AutoAttack(Attack):
         resumed_from = list(state["done"])
         collector = _Collector()
         collector.flags.extend(state["flags"])
+        if not resumed_from:  # the official checks, as run_standard_evaluation runs them, even if nothing is robust
+            with _official_run(official.logger, collector):
+                self._checks(official, checks, images, labels, components)
         for component in components:
             if component in state["done"]:
                 continue
@@ -226,6 +229,16 @@ class AutoAttack(Attack):
             checks.check_square_sr({"clean": state["clean_acc"], **state["components"]}, logger=official.logger)
         return AutoAttackResult(adversarial, robust, state["clean_acc"], dict(state["components"]),
                                 list(collector.flags), resumed_from, str(state_file) if state_file else None)
+
+
+    def _checks(self, official, checks, images: torch.Tensor, labels: torch.Tensor, components: list[str]) -> None:
+        x, y, bs = images[:self.batch_size], labels[:self.batch_size], self.batch_size
+        if self.version != "rand":
+            checks.check_randomized(official.get_logits, x, y, bs=bs, logger=official.logger)
+        n_classes = checks.check_range_output(official.get_logits, x, logger=official.logger)
+        checks.check_dynamic(official.model, x, False, logger=official.logger)
+        checks.check_n_classes(n_classes, components, official.apgd_targeted.n_target_classes,
+                               official.fab.n_target_classes, logger=official.logger)
 
 
 def _write_state(state: dict[str, Any], path: Path) -> None:

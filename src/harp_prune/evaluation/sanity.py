@@ -59,8 +59,9 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps:
         hits = []
         for i in range(0, len(images), batch_size):
             x, y = images[i:i + batch_size], labels[i:i + batch_size]
+            adversarial = attack(model, x, y)
             with torch.no_grad():
-                hits.append(model(attack(model, x, y)).argmax(1) == y)
+                hits.append(model(adversarial).argmax(1) == y)
         accs.append(float(torch.cat(hits).float().mean()))
     tolerance = 2.0 / max(len(images), 1)
     pairs = list(zip(multiples, accs, strict=True))
