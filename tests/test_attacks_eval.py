@@ -140,20 +140,22 @@ def test_eps_sweep_flags_a_masked_model(trained_model, batch):
     assert not bad["ok"] and any("still" in w for w in bad["warnings"])
 
 
-def test_pipeline_evaluate_json_shape(trained_model, tiny_splits, tmp_path):
+def test_pipeline_evaluate_json_shape(trained_model, tiny_data, tmp_path):
     from harp_prune.config import build_config
+    from harp_prune.data import make_splits
     from harp_prune.pipeline import evaluate, prepare
 
     config = build_config(cli_values={
         "out_dir": str(tmp_path), "progress": False, "evaluate.attacks": "fgsm,pgd5,autoattack",
         "evaluate.autoattack_version": "apgd-ce", "evaluate.eps_sweep": "1,16", "evaluate.sanity_examples": 30,
+        "data.eval_batch_size": 16,
     })
-    ctx = prepare(config, tiny_splits)
+    ctx = prepare(config, make_splits(tiny_data, 0.2, seed=0, test_limit=40))
     torch.manual_seed(0)
     result = evaluate(config, model=trained_model, ctx=ctx)
     assert set(result["robust_acc"]) == {"fgsm", "pgd5", "autoattack"}
     assert result["worst_case_acc"] <= min(result["robust_acc"].values()) <= result["clean_acc"]
-    assert result["threat_model"] == "Linf" and result["eps"] == 0.1 and result["n_examples"] == 200
+    assert result["threat_model"] == "Linf" and result["eps"] == 0.1 and result["n_examples"] == 40
     assert set(result["balanced_acc"]) == {"natural", "fgsm", "pgd5", "autoattack", "worst_case"}
     details = result["attack_details"]["autoattack"]
     assert list(details["components"]) == ["apgd-ce"] and details["state_file"].startswith(str(tmp_path))
