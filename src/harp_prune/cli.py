@@ -26,7 +26,7 @@ COMMANDS = {
     "pretrain": "stage 1: adversarial pre-training of the dense model",
     "prune": "stage 2: learn the masks (HARP) on the pre-trained model, weights frozen",
     "finetune": "stage 3: fine-tune the pruned model with its masks fixed",
-    "evaluate": "natural and PGD accuracy and sparsity of a checkpoint, as JSON",
+    "evaluate": "natural and robust accuracy (PGD, AutoAttack, ...) and sparsity of a checkpoint, as JSON",
     "export": "write a pruned checkpoint as a zeroed state dict, a sparse file, a slim model or ONNX",
     "compare": "HARP vs baselines at several sparsities from one pre-trained model (cached, resumable)",
 }
@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipeline.write_json({**result, "checkpoint": str(checkpoint), "environment": pipeline.environment()},
                                 output)
             robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
+            if result["worst_case_acc"] is not None and len(result["robust_acc"]) > 1:
+                robust += f", worst case {100 * result['worst_case_acc']:.2f}%"
+            if result["flags"]:
+                robust += f", {len(result['flags'])} warning(s) (see 'flags')"
             if distributed.is_main():
                 print(f"natural {100 * result['natural_acc']:.2f}%, {robust}, "
                       f"sparsity {100 * result['sparsity']:.3f}% on {result['examples']} test images -> {output}")

@@ -28,6 +28,7 @@ class DataConfig:
     train_examples: int | None = None  # train on a stratified subset of the training split (quick runs)
     test_examples: int | None = None  # evaluate on a stratified subset of the test split
     workers: int = 0  # DataLoader worker processes
+    augment: bool | None = None  # random crop (pad 4) + horizontal flip of training batches; None: data set default
 
 
 @dataclass
@@ -47,6 +48,8 @@ class StageConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     objective: str | None = None  # None: pretrain's objective
+    beta: float | None = None  # TRADES/MART trade-off; None: the paper's (TRADES 6, MART 5)
+    replays: int | None = None  # Free-AT replays per mini-batch; None: 4
 
 
 @dataclass
@@ -84,6 +87,10 @@ class FinetuneConfig(StageConfig):
 class EvalConfig:
     pgd_steps: int = 20
     pgd_restarts: int = 1
+    attacks: str | None = None  # e.g. pgd20,autoattack (fgsm, pgdK, cwK, apgd-ce); None: pgd<pgd_steps>
+    autoattack_version: str = "standard"  # standard | plus | rand, or comma-separated components (apgd-ce,square)
+    eps_sweep: str | None = "0.5,1,2,16"  # sanity check: PGD at these multiples of eps; none: skip
+    sanity_examples: int = 500  # test images the eps sweep uses
     checkpoint: str | None = None  # for `harp evaluate`; None: <out_dir>/finetune/final.pt
 
 

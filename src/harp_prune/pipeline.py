@@ -8,6 +8,7 @@ continues an interrupted one from its last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -24,9 +25,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from harp_prune import distributed
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import RunConfig, save_config
-from harp_prune.data import Splits, load_dataset, make_loader, make_splits
+from harp_prune.data import (
+    AugmentedImages,
+    Splits,
+    UInt8Images,
+    load_dataset,
+    make_loader,
+    make_splits,
+    with_augmentation,
+)
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
+from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
 from harp_prune.models import build_model
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, build_pruner, masked_layers
@@ -146,6 +156,8 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
         data = load_dataset(config.data.dataset, config.data.root)
         splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples,
                              config.data.train_examples)
+    if config.data.augment and isinstance(splits.train, UInt8Images) and not isinstance(splits.train, AugmentedImages):
+        splits = dataclasses.replace(splits, train=with_augmentation(splits.train))
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
     train = _given_or(splits.train, lambda part: make_train_loader(config, part, device))
@@ -205,8 +217,9 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
 
 
 def _objective(ctx: Context, stage: str):
-    name = getattr(ctx.config, stage).objective or ctx.config.pretrain.objective
-    return build_objective(name, ctx.attack())
+    s = getattr(ctx.config, stage)
+    options = {key: getattr(s, key) for key in ("beta", "replays") if getattr(s, key) is not None}
+    return build_objective(s.objective or ctx.config.pretrain.objective, ctx.attack(), **options)
 
 
 def _select_attack(ctx: Context, stage: str) -> Attack | None:
@@ -323,25 +336,33 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, splits: Split
 
 def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
              checkpoint: str | Path | None = None, ctx: Context | None = None) -> dict[str, Any]:
-    """Natural and PGD-k accuracy on the test split, with counted sparsity; returns JSON-ready data."""
+    """Natural and robust accuracy (``evaluate.attacks``, default PGD-k) on the test split, their point-wise
+    worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data."""
     ctx = ctx or prepare(config, splits, user_model=model is not None)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
         model = _source_model(ctx, path, None)[0]
     model = model.to(ctx.device)
-    e = config.evaluate
-    attacks = {f"pgd{e.pgd_steps}": ctx.attack(e.pgd_steps, e.pgd_restarts)}
+    attacks = evaluation_attacks(config, ctx.out_dir / "autoattack")
     result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress and distributed.is_main())
     result.update({"dataset": ctx.dataset_name, "eps": config.attack.eps, "norm": config.attack.norm,
-                   "seed": config.seed})
+                   "threat_model": threat_model(config.attack.norm), "clean_acc": result["natural_acc"],
+                   "n_examples": result["examples"], "seed": config.seed})
+    if config.evaluate.eps_sweep:
+        result["sanity"] = sanity_section(config, model, ctx.test_loader, ctx.device)
+        result["flags"] += [f"sanity: {w}" for w in result["sanity"]["warnings"]]
+        for warning in result["sanity"]["warnings"]:
+            log(f"[evaluate] warning: {warning}")
     return result
 
 
 def environment() -> dict[str, str]:
     from harp_prune import __version__
+    from harp_prune.attacks import pyautoattack_version
 
     return {"harp_prune": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+            "pyautoattack": pyautoattack_version() or "not installed", "python": platform.python_version(),
+            "platform": platform.platform()}
 
 
 def write_json(data: Any, path: Path) -> None:

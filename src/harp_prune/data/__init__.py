@@ -14,8 +14,34 @@ from harp_prune.data.datasets import (
     tensor_dataset,
 )
 from harp_prune.data.idx import read_idx
+from harp_prune.data.standard import (
+    AugmentedImages,
+    augment_batch,
+    load_cifar10,
+    load_cifar100,
+    load_image_folder,
+    load_svhn,
+    with_augmentation,
+)
 
 __all__ = [
-    "ImageData", "Splits", "UInt8Images", "load_dataset", "load_embedded_fashion_mnist", "load_fashion_mnist",
-    "make_loader", "make_splits", "read_idx", "register_dataset", "stratified_split", "tensor_dataset",
+    "AugmentedImages",
+    "ImageData",
+    "Splits",
+    "UInt8Images",
+    "augment_batch",
+    "load_cifar10",
+    "load_cifar100",
+    "load_dataset",
+    "load_embedded_fashion_mnist",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_svhn",
+    "make_loader",
+    "make_splits",
+    "read_idx",
+    "register_dataset",
+    "stratified_split",
+    "tensor_dataset",
+    "with_augmentation",
 ]

@@ -11,10 +11,12 @@ from harp_prune.training.objectives import (
     register_objective,
 )
 from harp_prune.training.performance import Performance
+from harp_prune.training.robust_objectives import MART, TRADES, FreeAT, mart_loss, trades_loss
 from harp_prune.training.stage import StageResult, StageSettings, run_stage
 
 __all__ = [
-    "OBJECTIVES", "PGDAT", "Natural", "Objective", "Performance", "StageResult", "StageSettings", "accuracy",
-    "build_objective", "check_state_dict", "cosine_lr", "load_checkpoint", "load_state_into", "predictions",
-    "register_objective", "run_stage", "save_atomic", "train_epoch",
+    "MART", "OBJECTIVES", "PGDAT", "TRADES", "FreeAT", "Natural", "Objective", "Performance", "StageResult",
+    "StageSettings", "accuracy", "build_objective", "check_state_dict", "cosine_lr", "load_checkpoint",
+    "load_state_into", "mart_loss", "predictions", "register_objective", "run_stage", "save_atomic", "trades_loss",
+    "train_epoch",
 ]

@@ -48,13 +48,15 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     bar = progress(loader, desc, show_progress)
     for step, (images, labels) in enumerate(bar):
         images, labels = perf.batch(images, device), labels.to(device, non_blocking=True)
-        with perf.autocast(device):
-            loss, logits = objective.loss(model, images, labels)
-        extra = penalty() if penalty is not None else None
-        total = loss + extra if extra is not None else loss
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        for _ in range(objective.replays):  # Free-AT: an optimizer step per replay of the batch
+            with perf.autocast(device):
+                loss, logits = objective.loss(model, images, labels)
+            extra = penalty() if penalty is not None else None
+            total = loss + extra if extra is not None else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            objective.after_backward()
+            optimizer.step()
         n = len(labels)
         with torch.no_grad():
             sums[0] += loss.detach().to(sums.dtype) * n

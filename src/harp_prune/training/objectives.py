@@ -20,6 +20,7 @@ class Objective(ABC):
 
     name: ClassVar[str]
     adversarial: ClassVar[bool] = True
+    replays: int = 1  # optimizer steps per mini-batch (Free-AT replays each batch)
 
     def __init__(self, attack: Attack | None = None) -> None:
         if self.adversarial and attack is None:
@@ -29,6 +30,10 @@ class Objective(ABC):
     @abstractmethod
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean loss of the batch and the logits whose accuracy is logged."""
+
+    def after_backward(self) -> None:
+        """Called after each backward pass, before the optimizer step (Free-AT updates its noise here)."""
+        return None
 
 
 class Natural(Objective):
@@ -67,4 +72,8 @@ def build_objective(name: str, attack: Attack | None, **options) -> Objective:
         cls = OBJECTIVES[name]
     except KeyError:
         raise HarpError(f"unknown objective '{name}'; choose one of {', '.join(sorted(OBJECTIVES))}") from None
-    return cls(attack, **options) if cls.adversarial else cls(None, **options)
+    try:
+        return cls(attack, **options) if cls.adversarial else cls(None, **options)
+    except TypeError:
+        raise HarpError(f"objective '{name}' takes none of the options {', '.join(options)} "
+                        "(beta is for trades/mart, replays for free_at)") from None

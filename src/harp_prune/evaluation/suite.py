@@ -1,0 +1,53 @@
+"""The evaluation a config asks for: which attacks (``evaluate.attacks``) and the eps-sweep sanity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from harp_prune.attacks import PGD, VERSIONS, Attack, build_attack
+from harp_prune.config import RunConfig
+from harp_prune.errors import HarpError
+from harp_prune.evaluation.robustness import gather
+from harp_prune.evaluation.sanity import eps_sweep, parse_multiples, spread_subset
+
+THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
+
+
+def evaluation_attacks(config: RunConfig, state_dir: Path | None = None) -> dict[str, Attack]:
+    """``evaluate.attacks`` by name (default: ``pgd<evaluate.pgd_steps>``), all in the configured threat model."""
+    a, e = config.attack, config.evaluate
+    if not e.attacks:
+        return {f"pgd{e.pgd_steps}": PGD(a.eps, a.step_size, e.pgd_steps, restarts=e.pgd_restarts, norm=a.norm)}
+    version, components = e.autoattack_version, None
+    if version not in VERSIONS:
+        version, components = "custom", [c.strip() for c in version.split(",") if c.strip()]
+    names = [n.strip() for n in e.attacks.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise HarpError(f"evaluate.attacks lists an attack twice: '{e.attacks}'")
+    return {name: build_attack(name, a.eps, a.norm, step_size=a.step_size, restarts=e.pgd_restarts, seed=config.seed,
+                               version=version, components=components, batch_size=config.data.eval_batch_size,
+                               state_dir=state_dir)
+            for name in names}
+
+
+def sanity_section(config: RunConfig, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, Any]:
+    """PGD robust accuracy over eps multiples on a spread subset of the test split, with warnings."""
+    a, e = config.attack, config.evaluate
+    images, labels = gather(loader)
+    keep = spread_subset(len(labels), e.sanity_examples)
+    was_training = model.training
+    model.eval()
+    try:
+        return eps_sweep(model, images[keep].to(device), labels[keep].to(device), a.eps, a.step_size, a.norm,
+                         parse_multiples(e.eps_sweep or ""), e.pgd_steps, config.data.eval_batch_size)
+    finally:
+        model.train(was_training)
+
+
+def threat_model(norm: str) -> str:
+    return THREAT_MODELS.get(norm, norm)
