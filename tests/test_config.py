@@ -57,3 +57,10 @@ def test_bad_yaml_file(tmp_path):
         read_yaml(path)
     with pytest.raises(HarpError, match="cannot read config file"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_gamma0_follows_the_data_set_unless_set():
+    assert build_config().prune.gamma0 == 0.05  # embedded set: ~70 steps per epoch
+    assert build_config().provenance["prune.gamma0"] == "default for fashion-mnist-small"
+    assert build_config(cli_values={"data.dataset": "fashion-mnist"}).prune.gamma0 == 0.01  # the paper's
+    assert build_config({"prune.gamma0": 0.02}).prune.gamma0 == 0.02
