@@ -3,9 +3,11 @@
     python benchmarks/prune_step.py                      # small CNN (1x28x28, real images) and VGG16-BN (3x32x32)
     python benchmarks/prune_step.py --models small_cnn --repeats 5
 
-Each repetition runs the three variants back to back (dense PGD-AT; HARP with the mask computed once per
-optimiser step and reused by all attack iterations; HARP re-sorting |S| on every forward pass like the
-official code), so machine noise hits all three alike; the median of each is reported with the ratios.
+Each repetition runs the three variants back to back, in a rotating order (dense PGD-AT; HARP with the mask
+computed once per optimiser step and reused by all attack iterations; HARP re-sorting |S| on every forward
+pass like the official code), so machine noise hits all three alike; the median of each is reported with
+the ratios. Run it on an otherwise idle machine: with other processes on the cores, oversubscribed OpenMP
+threads make every step several times slower and the ratios meaningless.
 Target: HARP (mask reuse) / dense <= 1.05.
 """
 
@@ -69,8 +71,11 @@ def measure(model_name: str, batch_size: int, attack_steps: int, repeats: int) -
     for step in variants.values():  # warm-up (allocator, oneDNN primitive cache)
         step(images, labels)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, step in variants.items():
+    names = list(variants)
+    for repeat in range(repeats):
+        # rotate the order each repetition so that cache and frequency effects do not favour one variant
+        for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+            step = variants[name]
             started = time.perf_counter()
             step(images, labels)
             times[name].append(time.perf_counter() - started)
