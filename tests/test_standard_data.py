@@ -10,7 +10,6 @@ import torch
 
 from harp_prune.config import build_config
 from harp_prune.data import augment_batch, load_dataset
-from harp_prune.data.standard import AugmentedImages
 from harp_prune.errors import HarpError
 
 
@@ -130,11 +129,17 @@ def test_dataset_defaults_and_override():
     assert mine.attack.eps == 0.05 and mine.data.augment is False
 
 
-def test_prepare_applies_augmentation(tiny_splits, tmp_path):
-    from harp_prune.pipeline import prepare
+def test_training_batches_are_augmented_on_the_device(tiny_splits, tmp_path):
+    from harp_prune.pipeline import _settings, prepare
 
     config = build_config(cli_values={"out_dir": str(tmp_path), "data.augment": True, "progress": False})
     ctx = prepare(config, tiny_splits)
-    assert isinstance(ctx.splits.train, AugmentedImages) and not isinstance(ctx.splits.test, AugmentedImages)
+    performance = _settings(ctx, "pretrain").performance
+    assert performance.augment
     images, _ = next(iter(ctx.train_loader))
-    assert images.shape[1:] == (1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    torch.manual_seed(0)
+    augmented = performance.batch(images, ctx.device)
+    assert augmented.shape == images.shape and augmented.min() >= 0 and augmented.max() <= 1
+    assert not torch.equal(augmented, images)  # cropped/flipped, not the loader's images
+    plain = build_config(cli_values={"out_dir": str(tmp_path), "progress": False})
+    assert not _settings(prepare(plain, tiny_splits), "pretrain").performance.augment

@@ -8,7 +8,6 @@ continues an interrupted one from its last finished epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import random
@@ -26,13 +25,10 @@ from harp_prune import distributed
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import RunConfig, save_config
 from harp_prune.data import (
-    AugmentedImages,
     Splits,
-    UInt8Images,
     load_dataset,
     make_loader,
     make_splits,
-    with_augmentation,
 )
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
@@ -156,8 +152,6 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
         data = load_dataset(config.data.dataset, config.data.root)
         splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples,
                              config.data.train_examples)
-    if config.data.augment and isinstance(splits.train, UInt8Images) and not isinstance(splits.train, AugmentedImages):
-        splits = dataclasses.replace(splits, train=with_augmentation(splits.train))
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
     train = _given_or(splits.train, lambda part: make_train_loader(config, part, device))
@@ -211,9 +205,9 @@ def _meta(ctx: Context, pruner: Pruner | None) -> dict[str, Any]:
 
 def _settings(ctx: Context, stage: str) -> StageSettings:
     s, c = getattr(ctx.config, stage), ctx.config
+    performance = Performance(c.amp, c.channels_last, c.compile, augment=bool(c.data.augment))
     return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
-                         c.progress and distributed.is_main(), Performance(c.amp, c.channels_last, c.compile),
-                         c.sync_bn)
+                         c.progress and distributed.is_main(), performance, c.sync_bn)
 
 
 def _objective(ctx: Context, stage: str):

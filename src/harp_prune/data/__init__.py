@@ -15,17 +15,14 @@ from harp_prune.data.datasets import (
 )
 from harp_prune.data.idx import read_idx
 from harp_prune.data.standard import (
-    AugmentedImages,
     augment_batch,
     load_cifar10,
     load_cifar100,
     load_image_folder,
     load_svhn,
-    with_augmentation,
 )
 
 __all__ = [
-    "AugmentedImages",
     "ImageData",
     "Splits",
     "UInt8Images",
@@ -43,5 +40,4 @@ __all__ = [
     "register_dataset",
     "stratified_split",
     "tensor_dataset",
-    "with_augmentation",
 ]

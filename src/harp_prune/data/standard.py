@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from harp_prune.config import register_dataset_defaults
-from harp_prune.data.datasets import ImageData, UInt8Images, register_dataset
+from harp_prune.data.datasets import ImageData, register_dataset
 from harp_prune.errors import HarpError
 
 DEFAULT_ROOT = Path("data")
@@ -184,29 +184,6 @@ def augment_batch(images: torch.Tensor, padding: int = 4, flip: bool = True,
         flipped = torch.rand(n, generator=generator).to(device) < 0.5
         out = torch.where(flipped[:, None, None, None], out.flip(3), out)
     return out
-
-
-class AugmentedImages(UInt8Images):
-    """Training images whose every drawn batch is randomly cropped (pad 4) and flipped, batched in one go."""
-
-    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, padding: int = 4,
-                 flip: bool = True) -> None:
-        super().__init__(np.asarray(images), np.asarray(labels))
-        self.padding, self.flip = padding, flip
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = super().__getitem__(index)
-        return augment_batch(image[None], self.padding, self.flip)[0], label
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        index = torch.as_tensor(indices)
-        images = augment_batch(self.images[index].float().div_(255.0), self.padding, self.flip)
-        return list(zip(images, self.labels[index], strict=True))
-
-
-def with_augmentation(dataset: UInt8Images) -> AugmentedImages:
-    """The same images and labels, served with crop-and-flip augmentation."""
-    return AugmentedImages(dataset.images.numpy(), dataset.labels.numpy())
 
 
 CIFAR_DEFAULTS = {"attack.eps": 8 / 255, "attack.step_size": 2 / 255, "data.augment": True}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harp_prune.data.standard import augment_batch
 from harp_prune.errors import HarpError
 
 
@@ -26,6 +27,9 @@ class Performance:
     amp: bool = False  # bf16 autocast around the attack and the forward of each training step
     channels_last: bool = False  # NHWC memory format for the model and the input batches (tensor cores)
     compile: bool = False  # torch.compile the training forward (first steps are slow while it compiles)
+    # random crop (pad 4) + horizontal flip of every training batch, done on the device after the transfer
+    # so that the loader workers only gather uint8 images and never become the bottleneck of a GPU
+    augment: bool = False
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         """bf16 autocast on ``device`` when ``amp`` is on (bf16 needs no loss scaling, unlike fp16)."""
@@ -36,10 +40,14 @@ class Performance:
         return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def batch(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Move a batch to ``device`` (asynchronously from pinned memory), NHWC if ``channels_last``."""
+        """Move a batch to ``device`` (asynchronously from pinned memory), augment it there if asked, and
+        make it NHWC if ``channels_last``."""
+        images = images.to(device, non_blocking=True)
+        if self.augment:
+            images = augment_batch(images)
         if self.channels_last and images.ndim == 4:
-            return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        return images.to(device, non_blocking=True)
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Convert ``model``'s 4-D parameters and buffers to channels_last in place (if asked); returns it."""
