@@ -176,26 +176,33 @@ def load_model(path: str | Path, model: nn.Module | None = None,
                device: str | torch.device = "cpu") -> tuple[nn.Module, Pruner | None, dict[str, Any]]:
     """Rebuild the model of any stage checkpoint (masked layers included); returns (model, pruner, checkpoint)."""
     checkpoint = load_checkpoint(path)
+    return (*_model_from_checkpoint(checkpoint, str(path), model, device), checkpoint)
+
+
+def _model_from_checkpoint(checkpoint: dict[str, Any], source: str, model: nn.Module | None,
+                           device: str | torch.device) -> tuple[nn.Module, Pruner | None]:
     model = model if model is not None else build_from_spec(checkpoint["model_spec"])
     pruner = None
     if checkpoint.get("pruning"):
         options = dict(checkpoint["pruning"])
         pruner = build_pruner(options.pop("method"), options.pop("sparsity"), **options)
         pruner.attach(model)
-    load_state_into(model, checkpoint["model"], str(path))
+    load_state_into(model, checkpoint["model"], source)
     if pruner is not None:
         pruner.adopt(model)
-    return model.to(device), pruner, checkpoint
+    return model.to(device), pruner
 
 
 def _source_model(ctx: Context, path: Path, model: nn.Module | None) -> tuple[nn.Module, Pruner | None, dict]:
-    checkpoint_name = load_checkpoint(path)["model_spec"].get("name")
+    """The model of a stage checkpoint, refusing a zoo checkpoint of another architecture; reads the file once."""
+    checkpoint = load_checkpoint(path)
+    checkpoint_name = checkpoint["model_spec"].get("name")
     if model is None and checkpoint_name != ctx.config.model:
         raise HarpError(
             f"{path} holds a '{checkpoint_name}' model but the config asks for '{ctx.config.model}'; "
             f"pass --model {checkpoint_name} or another checkpoint"
         )
-    return load_model(path, model, ctx.device)
+    return (*_model_from_checkpoint(checkpoint, str(path), model, ctx.device), checkpoint)
 
 
 def _meta(ctx: Context, pruner: Pruner | None) -> dict[str, Any]:

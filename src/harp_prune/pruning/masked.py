@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -54,14 +53,12 @@ class MaskedLayer(nn.Module):
     """A Conv2d or Linear whose forward uses ``weight * mask``.
 
     Parameters added: ``scores`` (S, one per pruning unit: here one per weight) and ``rate`` (r, a scalar).
-    Subclasses change the unit (``granularity``) by overriding ``initial_scores`` and ``mask_view_shape``;
+    Subclasses change the pruning unit (e.g. channels) by overriding ``initial_scores`` and ``mask_view_shape``;
     the top-k, the cache and the STE are shared. ``min_keep`` (a_min) and ``max_keep`` (a_max, normally 1)
     are saved in the state dict as extra state, not as buffers, so that DistributedDataParallel's
     per-forward buffer broadcast cannot invalidate the cached mask. The wrapped layer stays reachable as
     ``.layer`` with its own weight and bias.
     """
-
-    granularity: ClassVar[str] = "weight"
 
     def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
         super().__init__()
@@ -161,8 +158,6 @@ class ChannelMaskedLayer(MaskedLayer):
     code's reshape groups contiguous chunks of the out-major tensor instead). Grouped convolutions are
     refused: their weight's dimension 1 is not the input-channel axis.
     """
-
-    granularity = "channel"
 
     def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
