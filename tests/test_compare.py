@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from harp_prune import compare as compare_module
 from harp_prune import pipeline
@@ -46,6 +47,8 @@ def test_grid_and_validation(tmp_path):
         grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
     with pytest.raises(HarpError, match="comma-separated"):
         grid(_config(tmp_path, **{"compare.seeds": "0,a"}))
+    with pytest.raises(HarpError, match=r"compare.jobs must be >= 1"):
+        _config(tmp_path, **{"compare.jobs": 0})
 
 
 @pytest.mark.slow
@@ -78,6 +81,25 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
     changed = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, lr=0.05))
     with pytest.raises(HarpError, match="different settings"):
         compare_module.compare(changed, splits=tiny_splits)
+
+
+@pytest.mark.slow
+def test_parallel_cells_equal_sequential_cells(tmp_path, tiny_splits, monkeypatch):
+    """compare.jobs only changes how many cells run at once, never what a cell computes."""
+    monkeypatch.setattr(compare_module.os, "cpu_count", lambda: 2)  # each of the 2 workers gets 1 thread
+    parallel = compare(_config(tmp_path / "parallel", **{"compare.jobs": 2}), splits=tiny_splits)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers, so floating-point sums are ordered alike
+    try:
+        sequential = compare(_config(tmp_path / "sequential"), splits=tiny_splits)
+    finally:
+        torch.set_num_threads(threads)
+    assert [c["label"] for c in parallel["cells"]] == [c["label"] for c in sequential["cells"]] == ["harp", "lwm"]
+    for mine, theirs in zip(parallel["cells"], sequential["cells"], strict=True):
+        for key in ("natural_acc", "robust_acc", "kept_weights", "layers"):
+            assert mine["evaluation"][key] == theirs["evaluation"][key]
+    cell_log = Cell("harp", 0.99, 0).path(tmp_path / "parallel" / "cmp") / "log.txt"
+    assert "[prune] epoch 1/1" in cell_log.read_text()
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)

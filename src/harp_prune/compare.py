@@ -14,12 +14,16 @@ Outputs in ``<out_dir>``: ``compare.json`` (all numbers), ``compare.md`` (tables
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -184,6 +188,54 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
     }
     pipeline.write_json(result, done)
     return result
+
+
+def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits,
+                    threads: int) -> dict[str, Any]:
+    """run_cell in a worker process, its log and progress bars in ``<cell>/log.txt``, not the shared terminal."""
+    import torch
+
+    torch.set_num_threads(threads)
+    log_path = cell.path(root) / "log.txt"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        return run_cell(config, cell, root, source, splits)
+
+
+def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, splits: Splits) -> list[dict[str, Any]]:
+    """Every cell's result, in grid order; ``compare.jobs`` cells at a time, each in its own process.
+
+    A cell's result does not depend on which cells run beside it: each seeds itself and reads only the
+    shared pre-trained model. Workers are spawned (CUDA cannot be forked), split the CPU threads, and
+    receive the loaded ``splits`` (torch shares their tensors through shared memory).
+    """
+    jobs = min(config.compare.jobs, len(cells))
+    if jobs <= 1:
+        return [run_cell(config, cell, root, source, splits) for cell in cells]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"[compare] {len(cells)} cells, {jobs} at a time ({threads} CPU thread(s) each); "
+        "each cell logs to cells/.../log.txt")
+    results: dict[Cell, dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending = {pool.submit(_cell_in_worker, config, cell, root, source, splits, threads): cell for cell in cells}
+        try:
+            for future in as_completed(pending):
+                cell = pending[future]
+                try:
+                    result = results[cell] = future.result()
+                except Exception as exc:
+                    raise HarpError(f"cell {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed} failed "
+                                    f"({exc}); see {cell.path(root) / 'log.txt'}") from exc
+                evaluation = result["evaluation"]
+                robust = ", ".join(f"{name} {100 * acc:.2f}" for name, acc in evaluation["robust_acc"].items())
+                log(f"[compare] ({len(results)}/{len(cells)}) {cell.label} at sparsity {cell.sparsity:g}, seed "
+                    f"{cell.seed}: natural {100 * evaluation['natural_acc']:.2f}, {robust} "
+                    f"({result['wall_seconds']:.0f} s)")
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results[cell] for cell in cells]
 
 
 def strategy_densities(model, sparsities: list[float]) -> dict[str, dict[str, list[float]]]:
@@ -364,7 +416,7 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
     else:
         dense_eval = pipeline.evaluate(config, model=dense, ctx=ctx)
         pipeline.write_json({"evaluation": dense_eval, "evaluate": config.to_dict()["evaluate"]}, dense_json)
-    finished = [run_cell(config, cell, root, source, ctx.splits) for cell in cells]
+    finished = run_cells(config, cells, root, source, ctx.splits)
     sparsities = sorted({cell.sparsity for cell in cells})
     results = {
         "config": config.to_dict(), "dense": dense_eval, "summary": summarize_cells(finished),

@@ -104,6 +104,7 @@ class CompareConfig:
     sparsities: str = "0.9,0.99,0.999"  # comma-separated target sparsities
     seeds: str = "0"  # comma-separated seeds of pruning + fine-tuning (one pre-training)
     gamma0_sweep: str = ""  # comma-separated γ0 values: extra HARP cells, e.g. "0.001,0.01,0.1"
+    jobs: int = 1  # cells run at once, each in its own process on the same device (a small model leaves a GPU idle)
 
 
 @dataclass
@@ -284,6 +285,8 @@ def validate(config: RunConfig) -> None:
         stage = getattr(config, name)
         if stage.epochs < 0 or stage.lr <= 0:
             raise HarpError(f"{name}.epochs must be >= 0 and {name}.lr > 0")
+    if config.compare.jobs < 1:
+        raise HarpError(f"compare.jobs must be >= 1 (cells run at once), got {config.compare.jobs}")
     if config.attack.eps is None or config.attack.step_size is None:
         raise HarpError(
             f"no default eps/step size is known for data set '{config.data.dataset}'; "
