@@ -23,10 +23,13 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import torch
 
 from harp_prune import pipeline
 from harp_prune.config import RunConfig
@@ -41,6 +44,7 @@ from harp_prune.training import load_checkpoint
 _CELL_KEYS = ("model", "seed", "select_on", "data", "attack", "pretrain", "prune", "finetune", "evaluate")
 _PRETRAIN_KEYS = ("model", "seed", "select_on", "data", "attack", "pretrain")
 LAYER_BUDGETS = ("uniform", "lamp", "erk")  # drawn beside HARP's learned keep-ratios
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -193,8 +197,6 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
 def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits,
                     threads: int) -> dict[str, Any]:
     """run_cell in a worker process, its log and progress bars in ``<cell>/log.txt``, not the shared terminal."""
-    import torch
-
     torch.set_num_threads(threads)
     log_path = cell.path(root) / "log.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,8 +204,10 @@ def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, spl
         return run_cell(config, cell, root, source, splits)
 
 
-def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, splits: Splits) -> list[dict[str, Any]]:
-    """Every cell's result, in grid order; ``compare.jobs`` cells at a time, each in its own process.
+def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, splits: Splits,
+              meanwhile: Callable[[], T]) -> tuple[list[dict[str, Any]], T]:
+    """Every cell's result, in grid order, and what ``meanwhile`` returns (the dense model's evaluation,
+    done in this process while the workers run); ``compare.jobs`` cells at a time, each in its own process.
 
     A cell's result does not depend on which cells run beside it: each seeds itself and reads only the
     shared pre-trained model. Workers are spawned (CUDA cannot be forked), split the CPU threads, and
@@ -211,7 +215,8 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
     """
     jobs = min(config.compare.jobs, len(cells))
     if jobs <= 1:
-        return [run_cell(config, cell, root, source, splits) for cell in cells]
+        side = meanwhile()
+        return [run_cell(config, cell, root, source, splits) for cell in cells], side
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"[compare] {len(cells)} cells, {jobs} at a time ({threads} CPU thread(s) each); "
         "each cell logs to cells/.../log.txt")
@@ -220,6 +225,12 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         pending = {pool.submit(_cell_in_worker, config, cell, root, source, splits, threads): cell for cell in cells}
         try:
+            own_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)  # this process is one more job while the workers run
+            try:
+                side = meanwhile()
+            finally:
+                torch.set_num_threads(own_threads)
             for future in as_completed(pending):
                 cell = pending[future]
                 try:
@@ -235,7 +246,7 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return [results[cell] for cell in cells]
+    return [results[cell] for cell in cells], side
 
 
 def strategy_densities(model, sparsities: list[float]) -> dict[str, dict[str, list[float]]]:
@@ -261,6 +272,10 @@ def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds": [m["seed"] for m in members], "attack": attack,
             "natural_acc": statistics.fmean(natural), "robust_acc": statistics.fmean(robust),
             "natural_std": statistics.pstdev(natural), "robust_std": statistics.pstdev(robust),
+            # every attack's mean and spread (the first is the headline "robust" above)
+            "attacks": {name: {"mean": statistics.fmean(m["evaluation"]["robust_acc"][name] for m in members),
+                               "std": statistics.pstdev(m["evaluation"]["robust_acc"][name] for m in members)}
+                        for name in members[0]["evaluation"]["robust_acc"]},
             "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
             "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
             "learns_rates": members[0]["gamma0"] is not None,
@@ -279,15 +294,17 @@ def markdown(results: dict[str, Any]) -> str:
     sparsities = sorted({r["sparsity"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
     attack = rows[0]["attack"] if rows else "robust"
+    attacks = list(rows[0]["attacks"]) if rows else [attack]
     by_key = {(r["label"], r["sparsity"]): r for r in rows}
     cfg = results["config"]
     lines = [
         f"# harp compare: {cfg['model']} on {dense['dataset']}, {attack} at eps {dense['eps']:.4g} "
         f"({dense['examples']} test images)", "",
-        f"Dense pre-trained model: natural {_pct(dense['natural_acc'])}%, {attack} "
-        f"{_pct(dense['robust_acc'][attack])}%. Epochs: prune {cfg['prune']['epochs']}, finetune "
-        f"{cfg['finetune']['epochs']}; seeds {cfg['compare']['seeds']}. Cells are natural / robust accuracy (%), "
-        "mean over seeds.", "",
+        f"Dense pre-trained model: natural {_pct(dense['natural_acc'])}%, "
+        + ", ".join(f"{name} {_pct(acc)}%" for name, acc in dense["robust_acc"].items())
+        + f". Epochs: prune {cfg['prune']['epochs']}, finetune {cfg['finetune']['epochs']}; seeds "
+        f"{cfg['compare']['seeds']}. Cells are natural / {' / '.join(attacks)} accuracy (%), mean ± spread "
+        "(population std) over seeds.", "",
         "| method | " + " | ".join(f"{100 * s:g}% sparsity" for s in sparsities) + " |",
         "|---|" + "---|" * len(sparsities),
     ]
@@ -296,8 +313,9 @@ def markdown(results: dict[str, Any]) -> str:
         for s in sparsities:
             r = by_key.get((label, s))
             missed = r is not None and r["learns_rates"] and r["budget_reached_epoch"] is None
-            cells.append("-" if r is None else f"{_pct(r['natural_acc'], r['natural_std'])} / "
-                         f"{_pct(r['robust_acc'], r['robust_std'])}" + (" †" if missed else ""))
+            cells.append("-" if r is None else " / ".join(
+                [_pct(r["natural_acc"], r["natural_std"])] + [_pct(a["mean"], a["std"]) for a in r["attacks"].values()]
+            ) + (" †" if missed else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if any(r["learns_rates"] and r["budget_reached_epoch"] is None for r in rows):
         lines += ["", "† the learned rates never met the budget during pruning, so the budget projection after pruning "
@@ -411,12 +429,15 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
         _check_cache(load_checkpoint(source)["config"], config, _PRETRAIN_KEYS, source)
     dense = pipeline.pretrain(config, resume=True, ctx=ctx)
     dense_json = root / "dense.json"
-    if dense_json.exists() and json.loads(dense_json.read_text()).get("evaluate") == config.to_dict()["evaluate"]:
-        dense_eval = json.loads(dense_json.read_text())["evaluation"]
-    else:
-        dense_eval = pipeline.evaluate(config, model=dense, ctx=ctx)
-        pipeline.write_json({"evaluation": dense_eval, "evaluate": config.to_dict()["evaluate"]}, dense_json)
-    finished = run_cells(config, cells, root, source, ctx.splits)
+
+    def evaluate_dense() -> dict[str, Any]:
+        if dense_json.exists() and json.loads(dense_json.read_text()).get("evaluate") == config.to_dict()["evaluate"]:
+            return json.loads(dense_json.read_text())["evaluation"]
+        evaluation = pipeline.evaluate(config, model=dense, ctx=ctx)
+        pipeline.write_json({"evaluation": evaluation, "evaluate": config.to_dict()["evaluate"]}, dense_json)
+        return evaluation
+
+    finished, dense_eval = run_cells(config, cells, root, source, ctx.splits, meanwhile=evaluate_dense)
     sparsities = sorted({cell.sparsity for cell in cells})
     results = {
         "config": config.to_dict(), "dense": dense_eval, "summary": summarize_cells(finished),
