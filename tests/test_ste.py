@@ -46,3 +46,46 @@ def test_forward_uses_masked_weight_and_weight_gradient_is_masked():
     assert torch.allclose(out, expected, atol=1e-6)
     out.sum().backward()
     assert torch.all(conv.weight.grad[layer.mask() == 0] == 0)
+
+
+def test_frontier_rate_gradient_is_the_mean_over_the_weights_next_to_the_threshold():
+    """rate_frontier f: dL/da = N * mean(g) over the ceil(f * kept) last kept and next pruned weights."""
+    torch.manual_seed(2)
+    linear = nn.Linear(10, 8, bias=False)
+    layer = MaskedLayer(linear, min_keep=0.0)
+    layer.rate_frontier = 0.25
+    with torch.no_grad():
+        layer.scores.copy_(torch.randperm(80).float().view(8, 10) + 1.0)  # distinct |S|: ranks are exact
+        layer.rate.fill_(-0.5)
+    kept = layer.kept_units()
+    x, coefficients = torch.randn(6, 10), torch.randn(6, 8)
+    (layer(x) * coefficients).sum().backward()
+
+    g = (coefficients.T @ x) * linear.weight.detach()
+    rank = torch.empty(80, dtype=torch.long)
+    rank[layer.scores.detach().flatten().argsort(descending=True)] = torch.arange(80)
+    width = math.ceil(0.25 * kept)
+    frontier = ((rank >= kept - width) & (rank < kept + width)).view(8, 10)
+    assert int(frontier.sum()) == 2 * width and int((frontier & (layer.mask() == 1)).sum()) == width
+    sig = 1 / (1 + math.exp(0.5))
+    expected = 80 * float(g[frontier].mean()) * sig * (1 - sig)
+    assert math.isclose(float(layer.rate.grad), expected, rel_tol=1e-5)
+    # the scores' gradient does not depend on the rate estimator
+    assert torch.allclose(layer.scores.grad, g * torch.sign(layer.scores.detach()), atol=1e-6)
+
+
+def test_rate_frontier_reaches_the_layers_and_survives_a_checkpoint(tmp_path):
+    from harp_prune.pipeline import load_model
+    from harp_prune.pruning import HarpPruner, masked_layers
+    from harp_prune.training import save_atomic
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    pruner = HarpPruner(0.9, rate_frontier=0.1)
+    pruner.attach(model)
+    assert all(layer.rate_frontier == 0.1 for layer in masked_layers(model).values())
+    path = tmp_path / "pruned.pt"
+    save_atomic({"model": model.state_dict(), "model_spec": {"name": None}, "pruning": pruner.describe()}, path)
+    fresh = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    loaded, loaded_pruner, _ = load_model(path, model=fresh)
+    assert loaded_pruner.rate_frontier == 0.1
+    assert all(layer.rate_frontier == 0.1 for layer in masked_layers(loaded).values())

@@ -145,8 +145,12 @@ def _flatten(settings: dict[str, Any]) -> dict[str, Any]:
 def _check_cache(stored: dict[str, Any], config: RunConfig, keys: tuple[str, ...], what: Path) -> None:
     old, new = _settings(stored, keys), _settings(config.to_dict(), keys)
     if old != new:
-        flat_old, flat_new = _flatten(old), _flatten(new)
+        # a setting added to harp-prune after the result was made had its default value then
+        flat_old = {**_flatten(_settings(RunConfig().to_dict(), keys)), **_flatten(old)}
+        flat_new = _flatten(new)
         changed = sorted(k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k))
+        if not changed:
+            return
         raise HarpError(f"{what} was made with different settings ({', '.join(changed[:4])}); "
                         "use another --out-dir or delete it to recompute")
 

@@ -76,6 +76,9 @@ class PruneConfig(StageConfig):
     layer_budget: str = "uniform"  # fixed-rate methods (hydra): per-layer budget strategy at the target density
     min_layer_density: float = 0.0  # HARP: floor on every layer's keep-ratio (a_min if higher)
     max_layer_density: float = 1.0  # HARP: ceiling on every layer's keep-ratio
+    # HARP's rate gradient: 0 = the paper's sum of all mask gradients; f > 0 = N x their mean over the
+    # ceil(f * kept) last kept and next pruned weights of each layer (a harp-prune extension, docs/compare.md)
+    rate_frontier: float = 0.0
 
 
 @dataclass

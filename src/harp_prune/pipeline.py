@@ -276,7 +276,7 @@ def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -
     return build_pruner(p.method, p.sparsity, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
                         target=p.channel_target, input_shape=input_shape, layer_budget=p.layer_budget,
                         seed=config.seed, min_layer_density=p.min_layer_density,
-                        max_layer_density=p.max_layer_density, **optional)
+                        max_layer_density=p.max_layer_density, rate_frontier=p.rate_frontier, **optional)
 
 
 def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,

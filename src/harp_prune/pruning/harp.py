@@ -24,6 +24,9 @@ class HarpPruner(Pruner):
     :param min_layer_density: a floor on every layer's keep-ratio (raised to a_min if lower).
     :param max_layer_density: a ceiling on every layer's keep-ratio. Both bounds enter the parametrisation
         a = lo + (hi - lo) sigmoid(r), not a clamp, so the rate gradient of the STE stays exact.
+    :param rate_frontier: 0 (the paper): a layer's rate gradient is the sum of all its mask gradients. f > 0
+        (a harp-prune extension): N times their mean over the ceil(f * kept) last kept and next pruned
+        weights, the marginal value of the weights the layer would gain or lose (``MaskedLayer.rate_frontier``).
     """
 
     name = "harp"
@@ -32,8 +35,11 @@ class HarpPruner(Pruner):
 
     def __init__(self, sparsity: float, *, gamma0: float = 0.01, alpha: float = 0.1,
                  init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.1,
-                 min_layer_density: float = 0.0, max_layer_density: float = 1.0) -> None:
+                 min_layer_density: float = 0.0, max_layer_density: float = 1.0, rate_frontier: float = 0.0) -> None:
         super().__init__(sparsity, alpha=alpha, init_strategy=init_strategy, init_density=init_density)
+        if not 0.0 <= rate_frontier <= 1.0:
+            raise HarpError(f"rate_frontier must lie in [0, 1] (0: the paper's rate gradient), got {rate_frontier}")
+        self.rate_frontier = float(rate_frontier)
         self.schedule = GammaSchedule(gamma0)
         low, high = max(self.min_keep, float(min_layer_density)), float(max_layer_density)
         if not 0.0 <= low < high <= 1.0:
@@ -51,8 +57,17 @@ class HarpPruner(Pruner):
     def initialize(self, layers: list[MaskedLayer]) -> None:
         for layer in layers:
             layer.min_keep, layer.max_keep = self.min_layer_density, self.max_layer_density
+        self._set_rate_frontier(layers)
         scaled_score_init(layers)
         set_layer_densities(layers, initial_densities(self, layers))
+
+    def adopt(self, model) -> None:
+        super().adopt(model)
+        self._set_rate_frontier(self.layers)
+
+    def _set_rate_frontier(self, layers: list[MaskedLayer]) -> None:
+        for layer in layers:
+            layer.rate_frontier = self.rate_frontier
 
     def size_loss(self) -> torch.Tensor:
         return size_loss(self.layers, self.target_density)
@@ -87,4 +102,4 @@ class HarpPruner(Pruner):
 
     def describe(self) -> dict:
         return {**super().describe(), "gamma0": self.schedule.gamma0, "min_layer_density": self.min_layer_density,
-                "max_layer_density": self.max_layer_density}
+                "max_layer_density": self.max_layer_density, "rate_frontier": self.rate_frontier}

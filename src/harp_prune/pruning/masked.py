@@ -29,24 +29,31 @@ class _MaskedWeight(torch.autograd.Function):
     keep-ratio gets sum(g), and the weight gets dL/dW_eff * M.
     ``mask`` may be a broadcastable view (channel masks: [1, C, 1, 1]); g is then summed over the
     broadcast dimensions, i.e. one gradient per channel, and reshaped to the scores.
+    ``frontier`` (None, or a 0/1 tensor shaped like the scores) replaces the keep-ratio's sum(g) by
+    N * mean(g over the frontier): see ``MaskedLayer.rate_frontier``.
     """
 
     @staticmethod
-    def forward(ctx, weight, scores, ratio, mask):  # type: ignore[override]
-        ctx.save_for_backward(weight, scores, mask)
+    def forward(ctx, weight, scores, ratio, mask, frontier):  # type: ignore[override]
+        ctx.save_for_backward(weight, scores, mask, frontier)
         return weight * mask
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        weight, scores, mask = ctx.saved_tensors
+        weight, scores, mask, frontier = ctx.saved_tensors
         grad_weight = grad_out * mask if ctx.needs_input_grad[0] else None
         grad_scores = grad_ratio = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_mask = (grad_out * weight).sum_to_size(mask.shape)
             # The mask ranks |S|, so the raw score gets g * sign(S).
             grad_scores = grad_mask.reshape(scores.shape) * torch.sign(scores) if ctx.needs_input_grad[1] else None
-            grad_ratio = grad_mask.sum() if ctx.needs_input_grad[2] else None
-        return grad_weight, grad_scores, grad_ratio, None
+            if not ctx.needs_input_grad[2]:
+                grad_ratio = None
+            elif frontier is None:
+                grad_ratio = grad_mask.sum()
+            else:
+                grad_ratio = (grad_mask.reshape(frontier.shape) * frontier).sum() * (frontier.numel() / frontier.sum())
+        return grad_weight, grad_scores, grad_ratio, None, None
 
 
 class MaskedLayer(nn.Module):
@@ -71,8 +78,14 @@ class MaskedLayer(nn.Module):
         # False re-sorts |S| on every forward pass, as the official code does (kept for benchmarks).
         self.reuse_mask = True
         self.max_keep = 1.0  # a_max: below 1 only when the user bounds the layers' keep-ratios
+        # 0: the keep-ratio's STE gradient is sum(g) over every weight (method.md §3.3). f > 0: it is
+        # N * mean(g) over the frontier, the ceil(f * kept) last kept and as many next pruned weights: the
+        # first-order value of keeping a few more *of the weights the mask would add next*, where sum(g)
+        # is the value of growing every weight of the layer at once (a harp-prune extension).
+        self.rate_frontier = 0.0
         self._mask_key: tuple[int, ...] | None = None
         self._mask: torch.Tensor | None = None
+        self._frontier: torch.Tensor | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -114,19 +127,28 @@ class MaskedLayer(nn.Module):
     def mask(self) -> torch.Tensor:
         """The binary mask (shape of the scores), recomputed only when S, r or a_min changed."""
         key = (self.scores._version, self.scores.data_ptr(), self.rate._version, self.rate.data_ptr(),
-               hash(self.min_keep), hash(self.max_keep))
+               hash(self.min_keep), hash(self.max_keep), hash(self.rate_frontier))
         if key != self._mask_key or self._mask is None or not self.reuse_mask:
             with torch.no_grad():
                 magnitude = self.scores.detach().abs().flatten()
-                keep = self.kept_units()
-                mask = torch.zeros_like(magnitude)
-                if keep >= magnitude.numel():
-                    mask.fill_(1.0)
-                else:
-                    mask[torch.topk(magnitude, keep, sorted=False).indices] = 1.0
-                self._mask = mask.view_as(self.scores).to(self.layer.weight.dtype)
+                keep, units = self.kept_units(), magnitude.numel()
+                self._mask = self._top(magnitude, keep)
+                self._frontier = None
+                if self.rate_frontier > 0:  # ranks [keep - m, keep + m) of |S|: the last kept, the next pruned
+                    width = max(1, math.ceil(self.rate_frontier * keep))
+                    self._frontier = (self._top(magnitude, min(units, keep + width))
+                                      - self._top(magnitude, max(0, keep - width)))
             self._mask_key = key
         return self._mask
+
+    def _top(self, magnitude: torch.Tensor, keep: int) -> torch.Tensor:
+        """1 at the ``keep`` largest entries of ``magnitude``, shaped like the scores."""
+        mask = torch.zeros_like(magnitude)
+        if keep >= magnitude.numel():
+            mask.fill_(1.0)
+        elif keep > 0:
+            mask[torch.topk(magnitude, keep, sorted=False).indices] = 1.0
+        return mask.view_as(self.scores).to(self.layer.weight.dtype)
 
     def get_extra_state(self) -> dict:
         return {"min_keep": self.min_keep, "max_keep": self.max_keep}
@@ -139,7 +161,8 @@ class MaskedLayer(nn.Module):
     def masked_weight(self) -> torch.Tensor:
         if not (self.scores.requires_grad or self.rate.requires_grad):
             return self.layer.weight * self.weight_mask()  # mask fixed (fine-tuning, evaluation)
-        return _MaskedWeight.apply(self.layer.weight, self.scores, self.keep_ratio(), self.weight_mask())
+        mask = self.weight_mask()  # computes self._frontier too
+        return _MaskedWeight.apply(self.layer.weight, self.scores, self.keep_ratio(), mask, self._frontier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.masked_weight()

@@ -1,0 +1,72 @@
+"""AutoAttack (standard, through pyautoattack) on finished `harp compare` cells, after the fact.
+
+`harp compare` evaluates every cell with the attacks of its config; AutoAttack on every cell of a large grid
+costs far more than the training. This evaluates the fine-tuned model of chosen cells with AutoAttack on
+the same test images the comparison used (its config's split), and writes ``<cell>/autoattack.json``. A
+cell with that file is skipped, so the script resumes. Example, the decisive cells of the full preset:
+
+    python benchmarks/autoattack_cells.py runs/compare-full --methods harp,hydra-lamp --sparsities 0.99,0.999
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from harp_prune import pipeline
+from harp_prune.config import build_config, read_yaml
+
+
+def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: int) -> list[dict]:
+    """AutoAttack on each cell's ``finetune/final.pt``, with the compare run's split and threat model."""
+    config = build_config(read_yaml(root / "config.yaml"), {
+        "evaluate.attacks": "autoattack", "evaluate.eps_sweep": None, "device": device,
+        "data.eval_batch_size": eval_batch_size, "progress": False,
+        "out_dir": str(root / "autoattack-eval")})  # its config.yaml and AutoAttack state, not the compare's
+    ctx = pipeline.prepare(config)
+    results = []
+    for cell in cells:
+        out = cell / "autoattack.json"
+        if out.exists():
+            results.append(json.loads(out.read_text()))
+            continue
+        started = time.perf_counter()
+        model, _, _ = pipeline.load_model(cell / "finetune" / "final.pt", device=ctx.device)
+        evaluation = pipeline.evaluate(config, model=model, ctx=ctx)
+        result = {"cell": str(cell.relative_to(root)), "natural_acc": evaluation["natural_acc"],
+                  "autoattack_acc": evaluation["robust_acc"]["autoattack"],
+                  "components": evaluation["attack_details"]["autoattack"]["components"],
+                  "flags": evaluation["flags"], "examples": evaluation["examples"],
+                  "seconds": time.perf_counter() - started, "environment": pipeline.environment()}
+        pipeline.write_json(result, out)
+        print(f"[autoattack] {result['cell']}: natural {100 * result['natural_acc']:.2f}, "
+              f"AutoAttack {100 * result['autoattack_acc']:.2f} ({result['seconds']:.0f} s)", flush=True)
+        results.append(result)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="the out dir of a harp compare run")
+    parser.add_argument("--methods", default="harp", help="cell folder names, comma-separated (hydra-lamp, ...)")
+    parser.add_argument("--sparsities", default="0.99,0.999")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-batch-size", type=int, default=2000, help="one batch: fewer attack iterations")
+    args = parser.parse_args()
+    cells = [args.root / "cells" / method / f"sparsity-{float(s):g}" / f"seed-{int(seed)}"
+             for method in args.methods.split(",") for s in args.sparsities.split(",")
+             for seed in args.seeds.split(",")]
+    missing = [str(c) for c in cells if not (c / "finetune" / "final.pt").exists()]
+    if missing:
+        raise SystemExit(f"no finished fine-tuning in {', '.join(missing)}; run harp compare first")
+    evaluate_cells(args.root, cells, args.device, args.eval_batch_size)
+
+
+if __name__ == "__main__":
+    main()
