@@ -204,7 +204,8 @@ def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, spl
     torch.set_num_threads(threads)
     log_path = cell.path(root) / "log.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+    stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - line-buffered: the log can be followed live
+    with stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         return run_cell(config, cell, root, source, splits)
 
 
