@@ -43,9 +43,12 @@ while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   echo "[compare_full_gpu] ${SECONDS}s: $(find "$out-frontier" -name result.json | wc -l) frontier cells," \
        "$(find "$out" "$out-frontier" -name autoattack.json | wc -l) AutoAttack results"
 done
-# past the deadline: stop everything, compare's worker processes included
-pkill -KILL -f spawn_main 2>/dev/null
-pkill -KILL -f autoattack_cells 2>/dev/null
-kill -KILL $(jobs -p) 2>/dev/null
+# past the deadline: stop this script's jobs and everything they started (compare's worker processes)
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill -KILL "$1" 2>/dev/null
+}
+for job in $(jobs -p); do kill_tree "$job"; done
 wait
 tail -n 12 "$out"-*.log
