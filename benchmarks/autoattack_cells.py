@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,29 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
     return results
 
 
+def report(root: Path, cells: list[Path]) -> str:
+    """Markdown: natural / PGD (the comparison's attack) / AutoAttack per method and sparsity, mean ± std over seeds."""
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for cell in cells:
+        if (cell / "autoattack.json").exists() and (cell / "result.json").exists():
+            key = (cell.parent.parent.name, cell.parent.name.removeprefix("sparsity-"))
+            groups.setdefault(key, []).append((json.loads((cell / "result.json").read_text()),
+                                               json.loads((cell / "autoattack.json").read_text())))
+    lines = [f"AutoAttack on cells of {root}: natural / PGD / AutoAttack accuracy (%), mean ± std over seeds", "",
+             "| method | sparsity | seeds | natural | PGD | AutoAttack |", "|---|---|---|---|---|---|"]
+    for (method, sparsity), members in sorted(groups.items(), key=lambda item: (float(item[0][1]), item[0][0])):
+        def stat(values: list[float]) -> str:
+            return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
+
+        natural = [result["evaluation"]["natural_acc"] for result, _ in members]
+        pgd = [next(acc for name, acc in result["evaluation"]["robust_acc"].items() if name != "autoattack")
+               for result, _ in members]
+        autoattack = [aa["autoattack_acc"] for _, aa in members]
+        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {stat(natural)} | {stat(pgd)} | "
+                     f"{stat(autoattack)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="the out dir of a harp compare run")
@@ -58,10 +82,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--eval-batch-size", type=int, default=2000, help="one batch: fewer attack iterations")
+    parser.add_argument("--report", action="store_true", help="print the table of finished results; attack nothing")
     args = parser.parse_args()
     cells = [args.root / "cells" / method / f"sparsity-{float(s):g}" / f"seed-{int(seed)}"
              for method in args.methods.split(",") for s in args.sparsities.split(",")
              for seed in args.seeds.split(",")]
+    if args.report:
+        print(report(args.root, cells))
+        return
     finished = [c for c in cells if (c / "result.json").exists()]
     if len(finished) < len(cells):
         print(f"[autoattack] skipping unfinished cells (run harp compare first): "
