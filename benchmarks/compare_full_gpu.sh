@@ -4,8 +4,9 @@
 #
 #   1. HARP with the frontier rate gradient (--prune-rate-frontier 0.1) on the same preset, from the same
 #      pre-trained model and split, into OUT_DIR-frontier (6 cells at a time on the GPU);
-#   2. AutoAttack (standard, pyautoattack) on the decisive cells, HARP and the strongest baselines at 99 and
-#      99.9 %, with benchmarks/autoattack_cells.py, three cells at a time; the frontier cells as they finish.
+#   2. AutoAttack (standard, pyautoattack) on the decisive cells with benchmarks/autoattack_cells.py, three
+#      processes: HYDRA with LAMP budgets (the strongest baseline), HARP, and HARP-frontier as its cells
+#      finish, at 99.9 and 99 %.
 #
 #   bash benchmarks/compare_full_gpu.sh [OUT_DIR] [SECONDS]
 #
@@ -21,22 +22,29 @@ mkdir -p "$out-frontier"
 cp -rn "$out/pretrain" "$out/dense.json" "$out-frontier/"
 
 harp compare --config configs/compare-full.yaml --device "$device" --no-progress --out-dir "$out-frontier" \
-  --compare-methods harp --prune-rate-frontier 0.1 --compare-jobs 6 --data-eval-batch-size 2000 \
+  --compare-methods harp --prune-rate-frontier 0.1 --compare-sparsities 0.999,0.99,0.9 --compare-jobs 6 \
+  --data-eval-batch-size 2000 \
   > "$out-frontier.log" 2>&1 &
 
-autoattack() {  # root, methods, sparsities
-  python3 benchmarks/autoattack_cells.py "$1" --methods "$2" --sparsities "$3" --seeds 0,1 --device "$device"
+autoattack() {  # root, methods, sparsities, seeds
+  python3 benchmarks/autoattack_cells.py "$1" --methods "$2" --sparsities "$3" --seeds "$4" --device "$device"
 }
-autoattack "$out" harp 0.999,0.99 > "$out-aa-harp.log" 2>&1 &
-autoattack "$out" hydra-lamp 0.999,0.99 > "$out-aa-hydra-lamp.log" 2>&1 &
-{
-  autoattack "$out" hydra-erk,harp-lamp 0.99
-  # then the frontier cells, once they are there
-  for cell in sparsity-0.999/seed-0 sparsity-0.999/seed-1 sparsity-0.99/seed-0 sparsity-0.99/seed-1; do
-    until [ -f "$out-frontier/cells/harp/$cell/result.json" ] || [ "$SECONDS" -ge "$deadline" ]; do sleep 5; done
+wait_for() {  # root, cells: until each has its result.json or the deadline passed
+  local root=$1 cell
+  shift
+  for cell in "$@"; do
+    until [ -f "$root/cells/$cell/result.json" ] || [ "$SECONDS" -ge "$deadline" ]; do sleep 5; done
   done
-  autoattack "$out-frontier" harp 0.999,0.99
-} > "$out-aa-rest.log" 2>&1 &
+}
+# three AutoAttack processes, most decisive cells first: the strongest baseline, HARP, HARP-frontier
+{ autoattack "$out" hydra-lamp 0.999 0,1; autoattack "$out" hydra-lamp 0.99 0,1; } > "$out-aa-hydra-lamp.log" 2>&1 &
+{ autoattack "$out" harp 0.99 0,1; autoattack "$out" harp 0.999 0; } > "$out-aa-harp.log" 2>&1 &
+{
+  wait_for "$out-frontier" harp/sparsity-0.999/seed-0 harp/sparsity-0.999/seed-1
+  autoattack "$out-frontier" harp 0.999 0,1
+  wait_for "$out-frontier" harp/sparsity-0.99/seed-0 harp/sparsity-0.99/seed-1
+  autoattack "$out-frontier" harp 0.99 0,1
+} > "$out-aa-frontier.log" 2>&1 &
 
 while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   sleep 10
