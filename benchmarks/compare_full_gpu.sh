@@ -38,7 +38,7 @@ wait_for() {  # root, cells: until each has its result.json or the deadline pass
 }
 # three AutoAttack processes, most decisive cells first: the strongest baseline, HARP, HARP-frontier
 { autoattack "$out" hydra-lamp 0.999 0,1; autoattack "$out" hydra-lamp 0.99 0,1; } > "$out-aa-hydra-lamp.log" 2>&1 &
-{ autoattack "$out" harp 0.99 0,1; autoattack "$out" harp 0.999 0; } > "$out-aa-harp.log" 2>&1 &
+{ autoattack "$out" harp 0.99 0,1; autoattack "$out" hydra-erk 0.99 0,1; } > "$out-aa-harp.log" 2>&1 &
 {
   wait_for "$out-frontier" harp/sparsity-0.999/seed-0 harp/sparsity-0.999/seed-1
   autoattack "$out-frontier" harp 0.999 0,1
