@@ -1,9 +1,10 @@
-"""AutoAttack (standard, through pyautoattack) on finished `harp compare` cells, after the fact.
+"""AutoAttack (standard, through pyautoattack) and PGD-20 on finished `harp compare` cells, after the fact.
 
 `harp compare` evaluates every cell with the attacks of its config; AutoAttack on every cell of a large grid
 costs far more than the training. This evaluates the fine-tuned model of chosen cells with AutoAttack on
-the same test images the comparison used (its config's split), and writes ``<cell>/autoattack.json``. A
-cell with that file is skipped, so the script resumes. Example, the decisive cells of the full preset:
+the same test images the comparison used (its config's split) or a stratified subset of them (``--examples``),
+and writes ``<cell>/autoattack.json`` (``autoattack-<examples>.json``). A cell with that file is skipped, so
+the script resumes; ``--report`` prints the table. Example, the decisive cells of the full preset:
 
     python benchmarks/autoattack_cells.py runs/compare-full --methods harp,hydra-lamp --sparsities 0.99,0.999
 """
@@ -23,54 +24,62 @@ from harp_prune import pipeline
 from harp_prune.config import build_config, read_yaml
 
 
-def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: int) -> list[dict]:
-    """AutoAttack on each cell's ``finetune/final.pt``, with the compare run's split and threat model."""
-    config = build_config(read_yaml(root / "config.yaml"), {
-        "evaluate.attacks": "autoattack", "evaluate.eps_sweep": None, "device": device,
-        "data.eval_batch_size": eval_batch_size, "progress": False,
-        "out_dir": str(root / "autoattack-eval")})  # its config.yaml and AutoAttack state, not the compare's
+def result_name(examples: int | None) -> str:
+    """One result file per test-image count, so runs on other subsets never mix."""
+    return f"autoattack-{examples}.json" if examples is not None else "autoattack.json"
+
+
+def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: int,
+                   examples: int | None) -> list[dict]:
+    """PGD-20 and AutoAttack on each cell's ``finetune/final.pt``, with the compare run's threat model and
+    split (or a stratified subset of ``examples`` test images, the same for every cell)."""
+    overrides = {"evaluate.attacks": "pgd20,autoattack", "evaluate.eps_sweep": None, "device": device,
+                 "data.eval_batch_size": eval_batch_size, "progress": False,
+                 "out_dir": str(root / "autoattack-eval")}  # its config.yaml and AutoAttack state, not the compare's
+    if examples is not None:
+        overrides["data.test_examples"] = examples
+    config = build_config(read_yaml(root / "config.yaml"), overrides)
     ctx = pipeline.prepare(config)
     results = []
     for cell in cells:
-        out = cell / "autoattack.json"
+        out = cell / result_name(examples)
         if out.exists():
             results.append(json.loads(out.read_text()))
             continue
         started = time.perf_counter()
         model, _, _ = pipeline.load_model(cell / "finetune" / "final.pt", device=ctx.device)
         evaluation = pipeline.evaluate(config, model=model, ctx=ctx)
+        robust = evaluation["robust_acc"]
         result = {"cell": str(cell.relative_to(root)), "natural_acc": evaluation["natural_acc"],
-                  "autoattack_acc": evaluation["robust_acc"]["autoattack"],
+                  "pgd20_acc": robust["pgd20"], "autoattack_acc": robust["autoattack"],
                   "components": evaluation["attack_details"]["autoattack"]["components"],
                   "flags": evaluation["flags"], "examples": evaluation["examples"],
                   "seconds": time.perf_counter() - started, "environment": pipeline.environment()}
         pipeline.write_json(result, out)
-        print(f"[autoattack] {result['cell']}: natural {100 * result['natural_acc']:.2f}, "
-              f"AutoAttack {100 * result['autoattack_acc']:.2f} ({result['seconds']:.0f} s)", flush=True)
+        print(f"[autoattack] {result['cell']}: natural {100 * result['natural_acc']:.2f}, PGD-20 "
+              f"{100 * result['pgd20_acc']:.2f}, AutoAttack {100 * result['autoattack_acc']:.2f} "
+              f"({result['examples']} images, {result['seconds']:.0f} s)", flush=True)
         results.append(result)
     return results
 
 
-def report(root: Path, cells: list[Path]) -> str:
-    """Markdown: natural / PGD (the comparison's attack) / AutoAttack per method and sparsity, mean ± std over seeds."""
-    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+def report(root: Path, cells: list[Path], examples: int | None) -> str:
+    """Markdown: natural / PGD-20 / AutoAttack per method and sparsity on the same images, mean ± std over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for cell in cells:
-        if (cell / "autoattack.json").exists() and (cell / "result.json").exists():
+        if (cell / result_name(examples)).exists():
             key = (cell.parent.parent.name, cell.parent.name.removeprefix("sparsity-"))
-            groups.setdefault(key, []).append((json.loads((cell / "result.json").read_text()),
-                                               json.loads((cell / "autoattack.json").read_text())))
-    lines = [f"AutoAttack on cells of {root}: natural / PGD / AutoAttack accuracy (%), mean ± std over seeds", "",
-             "| method | sparsity | seeds | natural | PGD | AutoAttack |", "|---|---|---|---|---|---|"]
+            groups.setdefault(key, []).append(json.loads((cell / result_name(examples)).read_text()))
+    lines = [f"AutoAttack on cells of {root}: natural / PGD-20 / AutoAttack accuracy (%) on the same test images, "
+             "mean ± std over seeds", "",
+             "| method | sparsity | seeds | images | natural | PGD-20 | AutoAttack |", "|---|---|---|---|---|---|---|"]
     for (method, sparsity), members in sorted(groups.items(), key=lambda item: (float(item[0][1]), item[0][0])):
-        def stat(values: list[float]) -> str:
+        def stat(key: str, members: list[dict] = members) -> str:
+            values = [member[key] for member in members]
             return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
 
-        natural = [result["evaluation"]["natural_acc"] for result, _ in members]
-        pgd = [next(acc for name, acc in result["evaluation"]["robust_acc"].items() if name != "autoattack")
-               for result, _ in members]
-        autoattack = [aa["autoattack_acc"] for _, aa in members]
-        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {stat(natural)} | {stat(pgd)} | "
-                     f"{stat(autoattack)} |")
+        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {members[0]['examples']} | "
+                     f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} |")
     return "\n".join(lines)
 
 
@@ -82,19 +91,21 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--eval-batch-size", type=int, default=2000, help="one batch: fewer attack iterations")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="a stratified subset of this many test images (default: the comparison's own)")
     parser.add_argument("--report", action="store_true", help="print the table of finished results; attack nothing")
     args = parser.parse_args()
     cells = [args.root / "cells" / method / f"sparsity-{float(s):g}" / f"seed-{int(seed)}"
              for method in args.methods.split(",") for s in args.sparsities.split(",")
              for seed in args.seeds.split(",")]
     if args.report:
-        print(report(args.root, cells))
+        print(report(args.root, cells, args.examples))
         return
     finished = [c for c in cells if (c / "result.json").exists()]
     if len(finished) < len(cells):
         print(f"[autoattack] skipping unfinished cells (run harp compare first): "
               f"{', '.join(str(c) for c in cells if c not in finished)}", flush=True)
-    evaluate_cells(args.root, finished, args.device, args.eval_batch_size)
+    evaluate_cells(args.root, finished, args.device, args.eval_batch_size, args.examples)
 
 
 if __name__ == "__main__":
