@@ -136,8 +136,9 @@ class MaskedLayer(nn.Module):
                 self._frontier = None
                 if self.rate_frontier > 0:  # ranks [keep - m, keep + m) of |S|: the last kept, the next pruned
                     width = max(1, math.ceil(self.rate_frontier * keep))
+                    # clamp: with tied |S|, two top-k calls need not nest
                     self._frontier = (self._top(magnitude, min(units, keep + width))
-                                      - self._top(magnitude, max(0, keep - width)))
+                                      - self._top(magnitude, max(0, keep - width))).clamp_min(0)
             self._mask_key = key
         return self._mask
 
