@@ -46,28 +46,25 @@ def rate_gradients(checkpoint: Path, batches: int, batch_size: int, seed: int, s
         gamma = saved["history"][-1]["gamma"]
     else:
         raise SystemExit(f"{checkpoint} was pruned by {pruner.name}, which learns no rates; pass a harp checkpoint")
-    config = build_config(cli_values={k: v for k, v in (
-        ("data.dataset", saved["config"]["data"]["dataset"]), ("data.root", saved["config"]["data"]["root"]),
-        ("attack.steps", saved["config"]["attack"]["steps"]))})
+    stored = saved["config"]
+    config = build_config(cli_values={"data.dataset": stored["data"]["dataset"], "data.root": stored["data"]["root"],
+                                      "attack.steps": stored["attack"]["steps"]})
     attack = PGD(eps=config.attack.eps, step_size=config.attack.step_size, steps=config.attack.steps)
     splits = make_splits(load_dataset(config.data.dataset, config.data.root), config.data.val_fraction, seed)
     loader = make_loader(splits.train, batch_size, shuffle=True, seed=seed)
     names, layers = zip(*masked_layers(model).items(), strict=True)
     total = sum(layer.numel for layer in layers)
+    rates = [layer.rate for layer in layers]
+    # da/dr of a = lo + (hi - lo) sigmoid(r), to turn dL/dr into dL/da (the rates do not move here)
+    slopes = torch.stack(torch.autograd.grad(sum(layer.keep_ratio() for layer in layers), rates))
     adversarial = torch.zeros(len(layers))
     model.train()
     objective = PGDAT(attack)
     for index, (images, labels) in enumerate(loader):
         if index == batches:
             break
-        for layer in layers:
-            layer.rate.grad = None
         loss, _ = objective.loss(model, images, labels)
-        ratios = [layer.keep_ratio() for layer in layers]
-        # dL/da from dL/dr: a = lo + (hi - lo) sigmoid(r)
-        grads = torch.autograd.grad(loss, [layer.rate for layer in layers])
-        slopes = torch.autograd.grad(sum(ratios), [layer.rate for layer in layers])
-        adversarial += torch.tensor([float(g / s) for g, s in zip(grads, slopes, strict=True)]) / batches
+        adversarial += torch.stack(torch.autograd.grad(loss, rates)).detach() / slopes / batches
     rows = []
     for name, layer, adv in zip(names, layers, adversarial.tolist(), strict=True):
         size = gamma * layer.numel / (pruner.target_density * total)  # γ dL_hw/da_l, hinge active

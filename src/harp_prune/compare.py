@@ -204,8 +204,9 @@ def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, spl
     torch.set_num_threads(threads)
     log_path = cell.path(root) / "log.txt"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - line-buffered: the log can be followed live
-    with stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+    # line-buffered, so the log can be followed while the cell runs
+    with open(log_path, "a", buffering=1) as stream, contextlib.redirect_stdout(stream), \
+            contextlib.redirect_stderr(stream):
         return run_cell(config, cell, root, source, splits)
 
 
@@ -269,18 +270,17 @@ def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (label, sparsity), members in groups.items():
         natural = [m["evaluation"]["natural_acc"] for m in members]
-        attack = next(iter(members[0]["evaluation"]["robust_acc"]))
-        robust = [m["evaluation"]["robust_acc"][attack] for m in members]
+        per_attack = {name: [m["evaluation"]["robust_acc"][name] for m in members]
+                      for name in members[0]["evaluation"]["robust_acc"]}
+        attacks = {name: {"mean": statistics.fmean(v), "std": statistics.pstdev(v)} for name, v in per_attack.items()}
+        attack = next(iter(attacks))  # the headline robust accuracy: the first configured attack
         reached = [m["budget_reached_epoch"] for m in members]
         rows.append({
             "label": label, "method": members[0]["method"], "gamma0": members[0]["gamma0"], "sparsity": sparsity,
             "seeds": [m["seed"] for m in members], "attack": attack,
-            "natural_acc": statistics.fmean(natural), "robust_acc": statistics.fmean(robust),
-            "natural_std": statistics.pstdev(natural), "robust_std": statistics.pstdev(robust),
-            # every attack's mean and spread (the first is the headline "robust" above)
-            "attacks": {name: {"mean": statistics.fmean(m["evaluation"]["robust_acc"][name] for m in members),
-                               "std": statistics.pstdev(m["evaluation"]["robust_acc"][name] for m in members)}
-                        for name in members[0]["evaluation"]["robust_acc"]},
+            "natural_acc": statistics.fmean(natural), "robust_acc": attacks[attack]["mean"],
+            "natural_std": statistics.pstdev(natural), "robust_std": attacks[attack]["std"],
+            "attacks": attacks,
             "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
             "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
             "learns_rates": members[0]["gamma0"] is not None,
@@ -436,8 +436,9 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
     dense_json = root / "dense.json"
 
     def evaluate_dense() -> dict[str, Any]:
-        if dense_json.exists() and json.loads(dense_json.read_text()).get("evaluate") == config.to_dict()["evaluate"]:
-            return json.loads(dense_json.read_text())["evaluation"]
+        cached = json.loads(dense_json.read_text()) if dense_json.exists() else {}
+        if cached.get("evaluate") == config.to_dict()["evaluate"]:
+            return cached["evaluation"]
         evaluation = pipeline.evaluate(config, model=dense, ctx=ctx)
         pipeline.write_json({"evaluation": evaluation, "evaluate": config.to_dict()["evaluate"]}, dense_json)
         return evaluation

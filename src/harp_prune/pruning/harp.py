@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, initial_densities, scaled_score_init, set_layer_densities
@@ -61,7 +62,7 @@ class HarpPruner(Pruner):
         scaled_score_init(layers)
         set_layer_densities(layers, initial_densities(self, layers))
 
-    def adopt(self, model) -> None:
+    def adopt(self, model: nn.Module) -> None:
         super().adopt(model)
         self._set_rate_frontier(self.layers)
 
