@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from harp_prune.pruning import GammaSchedule, HarpPruner, MaskedLayer, size_loss, soft_density
+from harp_prune.pruning import GammaSchedule, HarpPruner, size_loss, soft_density, wrap_model
 
 
 def _layers(ratios, sizes):
     layers = []
     for ratio, (fan_in, fan_out) in zip(ratios, sizes, strict=True):
-        layer = MaskedLayer(nn.Linear(fan_in, fan_out, bias=False), min_keep=0.0)
+        layer = wrap_model(nn.Linear(fan_in, fan_out, bias=False), min_keep=0.0)['']
         with torch.no_grad():
             layer.rate.fill_(torch.logit(torch.tensor(ratio)).item())
         layers.append(layer)

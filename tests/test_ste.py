@@ -5,24 +5,24 @@ import math
 import torch
 from torch import nn
 
-from harp_prune.pruning import MaskedLayer
+from harp_prune.pruning import wrap_model
 
 
 def test_score_and_rate_gradients_match_hand_computation():
     torch.manual_seed(0)
     linear = nn.Linear(4, 3, bias=True)
-    layer = MaskedLayer(linear, min_keep=0.05)
+    layer = wrap_model(linear, min_keep=0.05)['']
     with torch.no_grad():
         layer.scores.copy_(torch.randn(3, 4))
         layer.rate.fill_(0.3)
     x = torch.randn(5, 4)
     coefficients = torch.randn(5, 3)
-    loss = (layer(x) * coefficients).sum()
+    loss = (linear(x) * coefficients).sum()
     loss.backward()
 
     # dL/dW_eff = c^T x for y = x W_eff^T + b; the mask gradient is g = dL/dW_eff * W.
     grad_effective = coefficients.T @ x
-    g = grad_effective * linear.weight.detach()
+    g = grad_effective * layer.weight.detach()
     sig = 1 / (1 + math.exp(-0.3))
     dratio_drate = (1 - 0.05) * sig * (1 - sig)
     assert torch.allclose(layer.scores.grad, g * torch.sign(layer.scores.detach()), atol=1e-6)
@@ -35,33 +35,33 @@ def test_score_and_rate_gradients_match_hand_computation():
 def test_forward_uses_masked_weight_and_weight_gradient_is_masked():
     torch.manual_seed(1)
     conv = nn.Conv2d(2, 3, 3, padding=1)
-    layer = MaskedLayer(conv, min_keep=0.0)
+    layer = wrap_model(conv, min_keep=0.0)['']
     with torch.no_grad():
         layer.rate.fill_(-1.0)
     layer.scores.requires_grad_(False)
     layer.rate.requires_grad_(False)
     x = torch.randn(2, 2, 5, 5)
-    expected = nn.functional.conv2d(x, conv.weight * layer.mask(), conv.bias, padding=1)
-    out = layer(x)
+    expected = nn.functional.conv2d(x, layer.weight * layer.mask(), conv.bias, padding=1)
+    out = conv(x)
     assert torch.allclose(out, expected, atol=1e-6)
     out.sum().backward()
-    assert torch.all(conv.weight.grad[layer.mask() == 0] == 0)
+    assert torch.all(layer.weight.grad[layer.mask() == 0] == 0)
 
 
 def test_frontier_rate_gradient_is_the_mean_over_the_weights_next_to_the_threshold():
     """rate_frontier f: dL/da = N * mean(g) over the ceil(f * kept) last kept and next pruned weights."""
     torch.manual_seed(2)
     linear = nn.Linear(10, 8, bias=False)
-    layer = MaskedLayer(linear, min_keep=0.0)
+    layer = wrap_model(linear, min_keep=0.0)['']
     layer.rate_frontier = 0.25
     with torch.no_grad():
         layer.scores.copy_(torch.randperm(80).float().view(8, 10) + 1.0)  # distinct |S|: ranks are exact
         layer.rate.fill_(-0.5)
     kept = layer.kept_units()
     x, coefficients = torch.randn(6, 10), torch.randn(6, 8)
-    (layer(x) * coefficients).sum().backward()
+    (linear(x) * coefficients).sum().backward()
 
-    g = (coefficients.T @ x) * linear.weight.detach()
+    g = (coefficients.T @ x) * layer.weight.detach()
     rank = torch.empty(80, dtype=torch.long)
     rank[layer.scores.detach().flatten().argsort(descending=True)] = torch.arange(80)
     width = math.ceil(0.25 * kept)

@@ -79,6 +79,12 @@ class PruneConfig(StageConfig):
     # HARP's rate gradient: 0 = the paper's sum of all mask gradients; f > 0 = N x their mean over the
     # ceil(f * kept) last kept and next pruned weights of each layer (a harp-prune extension, docs/compare.md)
     rate_frontier: float = 0.0
+    # What is pruned (every method): module types whose weights get masks (conv1d, conv2d, conv3d, linear,
+    # attention = nn.MultiheadAttention's input projections), extra parameters by name or glob pattern
+    # (e.g. "*.pos_embedding"), and module/parameter names or glob patterns left dense (e.g. "net.classifier.*")
+    layer_types: str = "conv2d,linear,attention"
+    include_parameters: str = ""
+    exclude: str = ""
 
 
 @dataclass

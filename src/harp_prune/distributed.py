@@ -235,7 +235,7 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 @torch.no_grad()
 def mask_checksum(model: nn.Module) -> int:
-    """One int64 summarising which weights every MaskedLayer keeps (a hash of each layer's kept indices)."""
+    """One int64 summarising which weights every WeightMask keeps (a hash of each layer's kept indices)."""
     from harp_prune.pruning import masked_layers
 
     digest = hashlib.blake2b(digest_size=8)

@@ -35,7 +35,7 @@ from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
 from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
 from harp_prune.models import build_model
 from harp_prune.progress import log
-from harp_prune.pruning import Pruner, build_pruner, masked_layers
+from harp_prune.pruning import Prunable, Pruner, build_pruner, masked_layers, unwrap_model
 from harp_prune.training import (
     Performance,
     StageSettings,
@@ -182,6 +182,9 @@ def load_model(path: str | Path, model: nn.Module | None = None,
 def _model_from_checkpoint(checkpoint: dict[str, Any], source: str, model: nn.Module | None,
                            device: str | torch.device) -> tuple[nn.Module, Pruner | None]:
     model = model if model is not None else build_from_spec(checkpoint["model_spec"])
+    # The checkpoint's state replaces whatever masks the given model carries (hp.run passes the model it
+    # pruned): drop them, so that the pruner below attaches to the plain architecture.
+    unwrap_model(model)
     pruner = None
     if checkpoint.get("pruning"):
         options = dict(checkpoint["pruning"])
@@ -273,7 +276,8 @@ def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -
                 f"prune.init_strategy '{p.init_strategy}' is neither a strategy name nor a list of numbers"
             ) from None
     optional = {"init_density": p.init_density} if p.init_density is not None else {}
-    return build_pruner(p.method, p.sparsity, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
+    prunable = Prunable(p.layer_types, p.include_parameters, p.exclude)
+    return build_pruner(p.method, p.sparsity, prunable=prunable, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
                         target=p.channel_target, input_shape=input_shape, layer_budget=p.layer_budget,
                         seed=config.seed, min_layer_density=p.min_layer_density,
                         max_layer_density=p.max_layer_density, rate_frontier=p.rate_frontier, **optional)

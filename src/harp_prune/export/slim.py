@@ -25,7 +25,7 @@ from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.graph import channel_links, trace_layers
-from harp_prune.pruning.masked import ChannelMaskedLayer, iter_prunable, masked_layers, unwrap_model
+from harp_prune.pruning.masked import ChannelMaskedLayer, masked_layers, prunable_modules, unwrap_model
 
 FORMAT = "harp-slim-v1"
 
@@ -139,7 +139,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 @torch.no_grad()
 def apply_plan(model: nn.Module, plan: SlimPlan) -> nn.Module:
     """Rebuild the plain ``model``'s layers and BatchNorms in place as the plan says; returns ``model``."""
-    layers = dict(iter_prunable(model))
+    layers = dict(prunable_modules(model))
     for name in sorted(set(plan.inputs) | set(plan.outputs)):
         if name not in layers:
             raise HarpError(f"the slim plan names layer '{name}', which this model does not have")

@@ -1,8 +1,9 @@
 """The interface every pruning method implements; a new method is one subclass in one file.
 
-A pruner wraps a model's Conv2d/Linear layers (``attach``), says which parameters the pruning stage
-trains, may add a penalty to the loss, hears about the end of each epoch, and fixes the masks at the end
-(``finalize``). The training loop knows nothing else about it.
+A pruner puts masks on a model's prunable parameters (``attach``: by default every Conv2d/Linear weight and
+attention's input projections; ``layer_types``, ``include_parameters`` and ``exclude`` choose others), says
+which parameters the pruning stage trains, may add a penalty to the loss, hears about the end of each epoch,
+and fixes the masks at the end (``finalize``). The training loop knows nothing else about it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.budget import project_to_budget
-from harp_prune.pruning.masked import MaskedLayer, fan_in, masked_layers, wrap_model
+from harp_prune.pruning.masked import (
+    Prunable,
+    WeightMask,
+    fan_in,
+    mask_sites,
+    masked_layers,
+    wrap_model,
+)
 from harp_prune.pruning.rates import check_density, rate_for_keep_ratio
 from harp_prune.pruning.sparsity import SparsityReport, sparsity_report
 from harp_prune.pruning.strategies import layer_densities
@@ -30,15 +38,18 @@ class Pruner(ABC):
     :param alpha: a_min = alpha * (1 - sparsity), the floor of every layer's keep-ratio.
     :param init_strategy: per-layer keep-ratios to start from: a strategy name or one value per layer.
     :param init_density: the density the named initial strategy is evaluated at.
+    :param prunable: which parameters get masks (module types, extra parameters, exclusions); default:
+        every Conv2d/Linear weight and attention's input projections.
     """
 
     name: ClassVar[str]
     learns_scores: ClassVar[bool] = False
     learns_rates: ClassVar[bool] = False
-    layer_type: ClassVar[type[MaskedLayer]] = MaskedLayer
+    layer_type: ClassVar[type[WeightMask]] = WeightMask
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, init_strategy: str | Sequence[float] = "uniform",
-                 init_density: float = 0.1) -> None:
+                 init_density: float = 0.1, prunable: Prunable | dict | None = None) -> None:
+        sparsity, alpha = as_number("sparsity", sparsity), as_number("alpha", alpha)
         if not 0.0 <= sparsity < 1.0:
             raise HarpError(f"sparsity must be in [0, 1) (0.99 keeps 1% of the weights), got {sparsity}")
         if not 0.0 <= alpha < 1.0:
@@ -48,35 +59,52 @@ class Pruner(ABC):
         self.alpha = float(alpha)
         self.min_keep = alpha * self.target_density
         self.init_strategy = init_strategy
-        self.init_density = check_density(init_density, "init_density")
-        self.layers: list[MaskedLayer] = []
+        self.init_density = check_density(as_number("init_density", init_density), "init_density")
+        # a dict is what ``describe`` records, so a checkpoint's description rebuilds the pruner
+        self.prunable = Prunable(**prunable) if isinstance(prunable, dict) else prunable or Prunable()
+        self.layers: list[WeightMask] = []
+        self.layer_names: list[str] = []
 
     @property
     def needs_training(self) -> bool:
         """Whether the pruning stage has anything to learn (one-shot methods have not)."""
         return self.learns_scores or self.learns_rates
 
-    def attach(self, model: nn.Module) -> dict[str, MaskedLayer]:
-        """Wrap ``model``'s Conv2d/Linear layers in place and initialise scores and rates."""
-        layers = wrap_model(model, self.min_keep, layer_type=self.layer_type)
+    def attach(self, model: nn.Module) -> dict[str, WeightMask]:
+        """Put masks on ``model``'s prunable parameters in place and initialise scores and rates."""
+        if self.layers:
+            raise HarpError(f"this {self.name} pruner is already attached to a model; make one pruner per model")
+        if masked_layers(model):
+            raise HarpError("the model already has pruning masks (attach() ran on it before); attach to a fresh "
+                            "dense model, or call pruner.adopt(model) to keep its masks")
+        layers = wrap_model(model, self.min_keep, self.prunable, layer_type=self.layer_type)
         if not layers:
-            raise HarpError("the model has no Conv2d or Linear layer to prune")
+            raise HarpError(
+                f"the model has no prunable parameter (layer types {', '.join(self.prunable.layer_types)}, "
+                f"patterns {list(self.prunable.include_parameters)}, minus exclude {list(self.prunable.exclude)}); "
+                "give a model with Conv2d/Linear/attention layers or name parameters with prune.include_parameters"
+            )
         for layer in layers.values():
             layer.min_keep = self.min_keep
-        self.layers = list(layers.values())
+        self.layers, self.layer_names = list(layers.values()), list(layers)
         self.initialize(self.layers)
         self._set_requires_grad()
         return layers
 
     def adopt(self, model: nn.Module) -> None:
-        """Use the already wrapped layers of ``model`` (after loading a checkpoint) without re-initialising."""
-        self.layers = list(masked_layers(model).values())
-        if not self.layers:
-            raise HarpError("the model has no masked layers; attach a pruner before loading pruning state")
+        """Use the masks already on ``model`` (after loading a checkpoint) without re-initialising them."""
+        layers = masked_layers(model)
+        if not layers:
+            raise HarpError("the model has no pruning masks; call pruner.attach(model) before loading pruning state")
+        self.layers, self.layer_names = list(layers.values()), list(layers)
         self._set_requires_grad()
 
+    def _require_attached(self, what: str) -> None:
+        if not self.layers:
+            raise HarpError(f"{what} needs the pruner's masks: call pruner.attach(model) first")
+
     @abstractmethod
-    def initialize(self, layers: list[MaskedLayer]) -> None:
+    def initialize(self, layers: list[WeightMask]) -> None:
         """Set the initial scores and rates of freshly wrapped layers."""
 
     def _set_requires_grad(self) -> None:
@@ -86,12 +114,15 @@ class Pruner(ABC):
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """What the pruning stage optimises: scores and/or rates, plus every parameter that is neither a
-        conv/linear weight or bias (BatchNorm affine, as the official code does). Weights stay frozen."""
+        pruned weight nor a bias of a module holding one (BatchNorm affine, as the official code does).
+        Pruned weights and those biases stay frozen."""
+        self._require_attached("trainable_parameters()")
         frozen = set()
+        for site in mask_sites(model).values():
+            frozen.add(id(site.parameter))
+            for _, owner, _ in site.owners:
+                frozen.update(id(p) for n, p in owner.named_parameters(recurse=False) if n.endswith("bias"))
         for layer in self.layers:
-            frozen.add(id(layer.layer.weight))
-            if layer.layer.bias is not None:
-                frozen.add(id(layer.layer.bias))
             if not self.learns_scores:
                 frozen.add(id(layer.scores))
             if not self.learns_rates:
@@ -123,6 +154,7 @@ class Pruner(ABC):
 
     def finalize(self) -> float:
         """Fix the layer budgets so the realised global density meets the target; returns the logit shift."""
+        self._require_attached("finalize()")
         return project_to_budget(self.layers, self.target_density)
 
     def report(self, model: nn.Module) -> SparsityReport:
@@ -139,12 +171,25 @@ class Pruner(ABC):
         return {
             "method": self.name, "sparsity": self.sparsity, "alpha": self.alpha,
             "init_strategy": self.init_strategy if isinstance(self.init_strategy, str) else list(self.init_strategy),
-            "init_density": self.init_density,
+            "init_density": self.init_density, **self.describe_prunable(),
         }
+
+    def describe_prunable(self) -> dict:
+        """The selection of pruned parameters, as ``describe`` records it."""
+        return {"prunable": self.prunable.as_dict()}
+
+
+def as_number(name: str, value: object) -> float:
+    """``value`` as a float, or a HarpError naming the option (a string such as "abc" is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HarpError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise HarpError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 @torch.no_grad()
-def scaled_score_init(layers: list[MaskedLayer]) -> None:
+def scaled_score_init(layers: list[WeightMask]) -> None:
     """S = sqrt(6 / fan_in) * W / max|W| (HYDRA's scaled init): the initial ranking is weight magnitude."""
     for layer in layers:
         weight = layer.weight.detach()
@@ -153,11 +198,11 @@ def scaled_score_init(layers: list[MaskedLayer]) -> None:
 
 
 @torch.no_grad()
-def set_layer_densities(layers: list[MaskedLayer], densities: Sequence[float]) -> None:
+def set_layer_densities(layers: list[WeightMask], densities: Sequence[float]) -> None:
     """Set each layer's rate logit so that its keep-ratio equals the given density."""
     for layer, density in zip(layers, densities, strict=True):
         layer.rate.fill_(rate_for_keep_ratio(density, layer.min_keep, layer.max_keep))
 
 
-def initial_densities(pruner: Pruner, layers: list[MaskedLayer]) -> list[float]:
+def initial_densities(pruner: Pruner, layers: list[WeightMask]) -> list[float]:
     return layer_densities(pruner.init_strategy, layers, pruner.init_density)

@@ -6,51 +6,90 @@ rates drift). After pruning, every layer's logit r(l) is shifted by one common o
 bisection, so that the integer kept count over all layers matches round(a_t * N) as closely as possible.
 A common logit shift keeps the learned order of the layers' keep-ratios, and moves each layer by less
 where it is near a_min or 1.
+
+The kept count at a shift is evaluated exactly as the masks will compute it after ``rate.add_(δ)`` (the
+float32 rate plus δ, through the same keep-ratio function), the bracket of δ grows until it holds the
+target (learned logits can run past any fixed range), and the realised count is checked afterwards: the
+budget is met within ``BUDGET_TOLERANCE`` or a HarpError says why.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
-from harp_prune.pruning.masked import MaskedLayer
-from harp_prune.pruning.rates import kept_count
+from harp_prune.errors import HarpError
+from harp_prune.pruning.masked import WeightMask
+from harp_prune.pruning.rates import keep_ratio, kept_count
+
+# The realised kept count may differ from round(a_t * N) by at most this fraction of it (or one weight).
+BUDGET_TOLERANCE = 0.005
+# Far enough for any float32 logit: sigmoid saturates to exactly 0 or 1 well before.
+MAX_OFFSET = 1e4
 
 
-def _kept_with_offset(layers: list[MaskedLayer], offset: float) -> int:
+def kept_at_offset(layers: list[WeightMask], offset: float) -> int:
+    """The total kept count the masks would have after ``rate.add_(offset)`` on every layer."""
     total = 0
     for layer in layers:
-        sig = 1.0 / (1.0 + math.exp(-(float(layer.rate.detach()) + offset)))
-        total += kept_count(layer.min_keep + (layer.max_keep - layer.min_keep) * sig, layer.numel)
+        shifted = layer.rate.detach() + offset  # the same float32 arithmetic as rate.add_(offset)
+        ratio = float(keep_ratio(shifted, layer.min_keep, layer.max_keep))
+        total += kept_count(ratio, layer.units) * (layer.numel // layer.units)
     return total
 
 
+def budget_slack(target: int) -> int:
+    """How far the realised kept count may lie from ``target``."""
+    return max(1, int(BUDGET_TOLERANCE * target))
+
+
 @torch.no_grad()
-def project_to_budget(layers: list[MaskedLayer], target_density: float, iterations: int = 80) -> float:
+def project_to_budget(layers: list[WeightMask], target_density: float, iterations: int = 100) -> float:
     """Shift all rates by a common δ so the realised kept count is as close as possible to the target.
 
     Returns δ. The kept count is monotone in δ, so bisection finds the largest δ that keeps at most the
-    target, and the neighbour just above is taken if it is closer.
+    target, and the neighbour just above is taken if it is closer. Raises HarpError when no common shift
+    meets the budget within ``BUDGET_TOLERANCE`` (e.g. the layers' floors a_min alone keep more).
     """
+    if not layers:
+        raise HarpError("no masked layers to project onto the budget; call pruner.attach(model) first")
     target = round(target_density * sum(layer.numel for layer in layers))
-    best = bisect_offset(lambda d: _kept_with_offset(layers, d), target, iterations, closest=True)
+    best = bisect_offset(lambda d: kept_at_offset(layers, d), target, iterations, closest=True)
     for layer in layers:
         layer.rate.add_(best)
+    realised = sum(layer.kept() for layer in layers)
+    if abs(realised - target) > budget_slack(target):
+        floor = kept_at_offset(layers, -MAX_OFFSET)
+        ceiling = kept_at_offset(layers, MAX_OFFSET)
+        raise HarpError(
+            f"the budget projection cannot meet the target of {target:,} kept weights: it reached {realised:,} "
+            f"(the layers' bounds allow {floor:,} to {ceiling:,}); lower prune.alpha or prune.min_layer_density, "
+            "or choose a reachable sparsity"
+        )
     return best
 
 
-def bisect_offset(size: Callable[[float], float], target: float, iterations: int = 80,
+def bisect_offset(size: Callable[[float], float], target: float, iterations: int = 100,
                   closest: bool = True) -> float:
-    """The logit offset δ in [-60, 60] whose size(δ) (monotone non-decreasing) meets ``target``.
+    """The logit offset δ whose size(δ) (monotone non-decreasing) meets ``target``.
 
-    Returns the largest δ with size(δ) <= target, or, with ``closest``, its neighbour just above when that
-    one is nearer to the target.
+    The bracket starts at [-1, 1] and doubles outwards until it holds the target (up to ±MAX_OFFSET).
+    Returns the largest δ found with size(δ) <= target, or, with ``closest``, its neighbour just above when
+    that one is nearer to the target. When even -MAX_OFFSET is over the target, returns -MAX_OFFSET (the
+    caller checks the realised size).
     """
-    low, high = -60.0, 60.0
+    low, high = -1.0, 1.0
+    while size(low) > target and low > -MAX_OFFSET:
+        low, high = max(2.0 * low, -MAX_OFFSET), low
+    while size(high) <= target and high < MAX_OFFSET:
+        low, high = high, min(2.0 * high, MAX_OFFSET)
+    if size(low) > target:
+        return low
     for _ in range(iterations):
         middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
         if size(middle) <= target:
             low = middle
         else:

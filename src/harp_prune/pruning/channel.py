@@ -29,7 +29,7 @@ from harp_prune.pruning.base import initial_densities, set_layer_densities
 from harp_prune.pruning.budget import bisect_offset
 from harp_prune.pruning.graph import ModelTrace, channel_links, trace_layers
 from harp_prune.pruning.harp import HarpPruner
-from harp_prune.pruning.masked import ChannelMaskedLayer, MaskedLayer, fan_in, masked_layers
+from harp_prune.pruning.masked import ChannelMaskedLayer, Prunable, WeightMask, fan_in, masked_layers
 from harp_prune.pruning.rates import kept_count
 
 TARGETS = ("channels", "flops", "params")
@@ -82,9 +82,10 @@ class HarpChannelPruner(HarpPruner):
 
     def __init__(self, sparsity: float, *, gamma0: float = 0.01, alpha: float = 0.1,
                  init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.99,
-                 target: str = "channels", input_shape: Sequence[int] | None = None) -> None:
+                 target: str = "channels", input_shape: Sequence[int] | None = None,
+                 prunable: Prunable | dict | None = None) -> None:
         super().__init__(sparsity, gamma0=gamma0, alpha=alpha, init_strategy=init_strategy,
-                         init_density=init_density)
+                         init_density=init_density, prunable=prunable)
         if target not in TARGETS:
             raise HarpError(f"unknown channel budget target '{target}'; choose one of {', '.join(TARGETS)}")
         self.target = target
@@ -98,7 +99,7 @@ class HarpChannelPruner(HarpPruner):
     def kind(self) -> str:
         return "params" if self.target == "params" else "flops"
 
-    def attach(self, model: nn.Module) -> dict[str, MaskedLayer]:
+    def attach(self, model: nn.Module) -> dict[str, WeightMask]:
         if self.input_shape is None:
             raise HarpError("harp-channel needs the input shape (C, H, W) to trace layer shapes; pass input_shape")
         self.trace = trace_layers(model, self.input_shape)
@@ -125,7 +126,7 @@ class HarpChannelPruner(HarpPruner):
             raise HarpError("harp-channel: attach the pruner to the model before loading its state")
 
     @torch.no_grad()
-    def initialize(self, layers: list[MaskedLayer]) -> None:
+    def initialize(self, layers: list[WeightMask]) -> None:
         assert self.trace is not None
         by_name = masked_layers(self._wrapping)
         densities = dict(zip(by_name, initial_densities(self, layers), strict=True))

@@ -6,11 +6,11 @@ import math
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.lwm import LwmPruner
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import WeightMask
 from harp_prune.pruning.strategies import register_strategy
 
 
-def erk_densities(layers: list[MaskedLayer], density: float) -> list[float]:
+def erk_densities(layers: list[WeightMask], density: float) -> list[float]:
     """Erdős–Rényi-Kernel keep-ratios: d_l = eps * sum(shape_l) / prod(shape_l), scaled to the global density.
 
     Layers whose ratio would exceed 1 are made dense and the remaining budget is shared by the others (the

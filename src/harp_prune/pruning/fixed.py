@@ -19,13 +19,13 @@ from collections.abc import Sequence
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.base import Pruner, set_layer_densities
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.base import Pruner, as_number, set_layer_densities
+from harp_prune.pruning.masked import Prunable, WeightMask
 from harp_prune.pruning.strategies import layer_densities
 
 
 @torch.no_grad()
-def set_layer_counts(layers: list[MaskedLayer], counts: Sequence[int]) -> None:
+def set_layer_counts(layers: list[WeightMask], counts: Sequence[int]) -> None:
     """Set each layer's rate logit so that its mask keeps exactly ``counts[l]`` weights.
 
     The keep-ratio is aimed at the middle of the interval of ratios that give that integer count, then the
@@ -52,7 +52,7 @@ def set_layer_counts(layers: list[MaskedLayer], counts: Sequence[int]) -> None:
             raise HarpError(f"cannot represent a budget of {count} of {layer.numel} weights with a float32 rate")
 
 
-def counts_for_densities(layers: list[MaskedLayer], densities: Sequence[float]) -> list[int]:
+def counts_for_densities(layers: list[WeightMask], densities: Sequence[float]) -> list[int]:
     """Per-layer kept counts round(d * N), at least 1 weight, at most all of them."""
     return [min(layer.numel, max(1, round(d * layer.numel))) for layer, d in zip(layers, densities, strict=True)]
 
@@ -67,24 +67,26 @@ class FixedRatePruner(Pruner):
     learns_rates = False
     default_budget = "uniform"
 
-    def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None) -> None:
+    def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None,
+                 prunable: Prunable | dict | None = None) -> None:
         budget = self.default_budget if layer_budget is None else layer_budget
+        sparsity = as_number("sparsity", sparsity)
         # a_min = 0: the budget is set exactly, so no floor is needed (and any strategy value is representable)
-        super().__init__(sparsity, alpha=0.0, init_strategy=budget, init_density=1.0 - sparsity)
+        super().__init__(sparsity, alpha=0.0, init_strategy=budget, init_density=1.0 - sparsity, prunable=prunable)
 
     @property
     def layer_budget(self) -> str | Sequence[float]:
         return self.init_strategy
 
     @abstractmethod
-    def init_scores(self, layers: list[MaskedLayer]) -> None:
+    def init_scores(self, layers: list[WeightMask]) -> None:
         """Set the scores that rank the weights within each layer."""
 
-    def layer_counts(self, layers: list[MaskedLayer]) -> list[int]:
+    def layer_counts(self, layers: list[WeightMask]) -> list[int]:
         """How many weights each layer keeps: the layer budget strategy at the target density."""
         return counts_for_densities(layers, layer_densities(self.layer_budget, layers, self.target_density))
 
-    def initialize(self, layers: list[MaskedLayer]) -> None:
+    def initialize(self, layers: list[WeightMask]) -> None:
         self.init_scores(layers)
         set_layer_counts(layers, self.layer_counts(layers))
 
@@ -95,20 +97,20 @@ class FixedRatePruner(Pruner):
     def describe(self) -> dict:
         budget = self.layer_budget
         return {"method": self.name, "sparsity": self.sparsity,
-                "layer_budget": budget if isinstance(budget, str) else list(budget)}
+                "layer_budget": budget if isinstance(budget, str) else list(budget), **self.describe_prunable()}
 
 
 @torch.no_grad()
-def magnitude_scores(layers: list[MaskedLayer]) -> None:
+def magnitude_scores(layers: list[WeightMask]) -> None:
     """S = |W|: the within-layer ranking of the magnitude baselines."""
     for layer in layers:
         layer.scores.copy_(layer.weight.detach().abs())
 
 
-def total_weights(layers: list[MaskedLayer]) -> int:
+def total_weights(layers: list[WeightMask]) -> int:
     return sum(layer.numel for layer in layers)
 
 
-def global_count(layers: list[MaskedLayer], density: float) -> int:
+def global_count(layers: list[WeightMask], density: float) -> int:
     """The number of weights a global budget at ``density`` keeps (at least one per layer)."""
     return max(len(layers), math.floor(density * total_weights(layers) + 0.5))

@@ -6,7 +6,7 @@ import torch
 
 from harp_prune.pruning.fixed import global_count, magnitude_scores
 from harp_prune.pruning.lwm import LwmPruner
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import WeightMask
 
 
 class GlobalMagnitudePruner(LwmPruner):
@@ -18,11 +18,11 @@ class GlobalMagnitudePruner(LwmPruner):
 
     name = "global-magnitude"
 
-    def init_scores(self, layers: list[MaskedLayer]) -> None:
+    def init_scores(self, layers: list[WeightMask]) -> None:
         magnitude_scores(layers)
 
     @torch.no_grad()
-    def layer_counts(self, layers: list[MaskedLayer]) -> list[int]:
+    def layer_counts(self, layers: list[WeightMask]) -> list[int]:
         magnitudes = torch.cat([layer.weight.detach().abs().flatten().float() for layer in layers])
         owner = torch.cat([torch.full((layer.numel,), i, dtype=torch.long) for i, layer in enumerate(layers)])
         kept = torch.topk(magnitudes, global_count(layers, self.target_density), sorted=False).indices

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.masked import PRUNABLE_TYPES, MaskedLayer, iter_prunable
+from harp_prune.pruning.masked import PRUNABLE_TYPES, prunable_modules
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ModelTrace:
 @torch.no_grad()
 def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> ModelTrace:
     """Run ``model`` once on zeros of shape (1, *input_shape) with hooks on every Conv2d/Linear."""
-    prunable = dict(iter_prunable(model))
+    prunable = dict(prunable_modules(model))
     if not prunable:
         raise HarpError("the model has no Conv2d or Linear layer to prune")
     hooked = {name: module for name, module in model.named_modules() if name in prunable}
@@ -125,10 +125,10 @@ class ChannelLink:
 
 
 class _LeafTracer(fx.Tracer):
-    """Keeps MaskedLayer (and everything torch.nn) opaque, so masked models trace too."""
+    """Keeps every Conv2d/Linear opaque, masked ones too (their parametrized class is made at run time)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, MaskedLayer) or super().is_leaf_module(m, qualname)
+        return isinstance(m, PRUNABLE_TYPES) or super().is_leaf_module(m, qualname)
 
 
 def _module_name(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
@@ -146,7 +146,7 @@ def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _is_prunable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    return node.op == "call_module" and isinstance(modules.get(node.target), (*PRUNABLE_TYPES, MaskedLayer))  # type: ignore[arg-type]
+    return node.op == "call_module" and isinstance(modules.get(node.target), PRUNABLE_TYPES)  # type: ignore[arg-type]
 
 
 def channel_links(model: nn.Module, groups: list[list[str]]) -> dict[int, ChannelLink]:

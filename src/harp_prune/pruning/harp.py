@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.base import Pruner, initial_densities, scaled_score_init, set_layer_densities
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.base import Pruner, as_number, initial_densities, scaled_score_init, set_layer_densities
+from harp_prune.pruning.masked import Prunable, WeightMask
 from harp_prune.pruning.schedule import GammaSchedule
 from harp_prune.pruning.sparsity import size_loss, soft_density
 
@@ -27,7 +27,7 @@ class HarpPruner(Pruner):
         a = lo + (hi - lo) sigmoid(r), not a clamp, so the rate gradient of the STE stays exact.
     :param rate_frontier: 0 (the paper): a layer's rate gradient is the sum of all its mask gradients. f > 0
         (a harp-prune extension): N times their mean over the ceil(f * kept) last kept and next pruned
-        weights, the marginal value of the weights the layer would gain or lose (``MaskedLayer.rate_frontier``).
+        weights, the marginal value of the weights the layer would gain or lose (``WeightMask.rate_frontier``).
     """
 
     name = "harp"
@@ -36,13 +36,19 @@ class HarpPruner(Pruner):
 
     def __init__(self, sparsity: float, *, gamma0: float = 0.01, alpha: float = 0.1,
                  init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.1,
-                 min_layer_density: float = 0.0, max_layer_density: float = 1.0, rate_frontier: float = 0.0) -> None:
-        super().__init__(sparsity, alpha=alpha, init_strategy=init_strategy, init_density=init_density)
+                 min_layer_density: float = 0.0, max_layer_density: float = 1.0, rate_frontier: float = 0.0,
+                 prunable: Prunable | dict | None = None) -> None:
+        super().__init__(sparsity, alpha=alpha, init_strategy=init_strategy, init_density=init_density,
+                         prunable=prunable)
+        gamma0, rate_frontier = as_number("gamma0", gamma0), as_number("rate_frontier", rate_frontier)
+        if gamma0 < 0:
+            raise HarpError(f"gamma0 must be >= 0 (the size loss's weight grows by gamma0 per epoch), got {gamma0}")
         if not 0.0 <= rate_frontier <= 1.0:
             raise HarpError(f"rate_frontier must lie in [0, 1] (0: the paper's rate gradient), got {rate_frontier}")
         self.rate_frontier = float(rate_frontier)
         self.schedule = GammaSchedule(gamma0)
-        low, high = max(self.min_keep, float(min_layer_density)), float(max_layer_density)
+        low = max(self.min_keep, as_number("min_layer_density", min_layer_density))
+        high = as_number("max_layer_density", max_layer_density)
         if not 0.0 <= low < high <= 1.0:
             raise HarpError(
                 f"per-layer keep-ratio bounds must satisfy a_min <= min_layer_density < max_layer_density <= 1, "
@@ -55,7 +61,7 @@ class HarpPruner(Pruner):
             )
         self.min_layer_density, self.max_layer_density = low, high
 
-    def initialize(self, layers: list[MaskedLayer]) -> None:
+    def initialize(self, layers: list[WeightMask]) -> None:
         for layer in layers:
             layer.min_keep, layer.max_keep = self.min_layer_density, self.max_layer_density
         self._set_rate_frontier(layers)
@@ -66,11 +72,12 @@ class HarpPruner(Pruner):
         super().adopt(model)
         self._set_rate_frontier(self.layers)
 
-    def _set_rate_frontier(self, layers: list[MaskedLayer]) -> None:
+    def _set_rate_frontier(self, layers: list[WeightMask]) -> None:
         for layer in layers:
             layer.rate_frontier = self.rate_frontier
 
     def size_loss(self) -> torch.Tensor:
+        self._require_attached("the size loss")
         return size_loss(self.layers, self.target_density)
 
     def soft_size(self) -> torch.Tensor:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from harp_prune.pruning.base import scaled_score_init
 from harp_prune.pruning.fixed import FixedRatePruner
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import Prunable, WeightMask
 
 
 class HydraPruner(FixedRatePruner):
@@ -18,8 +18,9 @@ class HydraPruner(FixedRatePruner):
     name = "hydra"
     learns_scores = True
 
-    def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None) -> None:
-        super().__init__(sparsity, layer_budget=layer_budget)
+    def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None,
+                 prunable: Prunable | dict | None = None) -> None:
+        super().__init__(sparsity, layer_budget=layer_budget, prunable=prunable)
 
-    def init_scores(self, layers: list[MaskedLayer]) -> None:
+    def init_scores(self, layers: list[WeightMask]) -> None:
         scaled_score_init(layers)

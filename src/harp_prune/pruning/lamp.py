@@ -6,12 +6,12 @@ import torch
 
 from harp_prune.pruning.fixed import global_count
 from harp_prune.pruning.lwm import LwmPruner
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import WeightMask
 from harp_prune.pruning.strategies import register_strategy
 
 
 @torch.no_grad()
-def lamp_densities(layers: list[MaskedLayer], density: float) -> list[float]:
+def lamp_densities(layers: list[WeightMask], density: float) -> list[float]:
     """Per-layer keep-ratios of global pruning on LAMP scores at the global ``density``.
 
     A weight's LAMP score is w_u^2 / sum_{v >= u} w_v^2 over the layer's weights sorted by ascending

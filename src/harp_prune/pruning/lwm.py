@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harp_prune.pruning.fixed import FixedRatePruner, magnitude_scores
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import Prunable, WeightMask
 
 
 class LwmPruner(FixedRatePruner):
@@ -14,8 +14,8 @@ class LwmPruner(FixedRatePruner):
 
     name = "lwm"
 
-    def __init__(self, sparsity: float) -> None:
-        super().__init__(sparsity)
+    def __init__(self, sparsity: float, *, prunable: Prunable | dict | None = None) -> None:
+        super().__init__(sparsity, prunable=prunable)
 
-    def init_scores(self, layers: list[MaskedLayer]) -> None:
+    def init_scores(self, layers: list[WeightMask]) -> None:
         magnitude_scores(layers)

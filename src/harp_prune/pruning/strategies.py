@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.masked import MaskedLayer
+from harp_prune.pruning.masked import WeightMask
 
-Strategy = Callable[[list[MaskedLayer], float], list[float]]
+Strategy = Callable[[list[WeightMask], float], list[float]]
 
 
-def uniform(layers: list[MaskedLayer], density: float) -> list[float]:
+def uniform(layers: list[WeightMask], density: float) -> list[float]:
     """Every layer keeps the same fraction (the official default ``010_uni`` at density 0.1)."""
     return [density] * len(layers)
 
@@ -27,7 +27,7 @@ def register_strategy(name: str, strategy: Strategy) -> None:
     STRATEGIES[name] = strategy
 
 
-def layer_densities(strategy: str | Sequence[float], layers: list[MaskedLayer], density: float) -> list[float]:
+def layer_densities(strategy: str | Sequence[float], layers: list[WeightMask], density: float) -> list[float]:
     """Resolve a strategy name or an explicit per-layer list into one keep-ratio per layer."""
     if isinstance(strategy, str):
         try:
