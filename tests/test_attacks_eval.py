@@ -81,7 +81,7 @@ def test_autoattack_at_most_pgd_and_resumes(trained_model, batch, tmp_path):
     assert (trained_model(result.adversarial[fooled]).argmax(1) != y[fooled]).all()
     assert float((result.adversarial - x).abs().max()) <= EPS + 1e-5
     # resume: a state left after the first component makes the second run skip it
-    state_file = tmp_path / result.state_file.split("/")[-1]
+    state_file = tmp_path / result.state_files[0].split("/")[-1]
     state = json.loads(state_file.read_text())
     state["done"] = ["apgd-ce"]
     state["robust"] = [bool(v) for v in state["robust"]]
@@ -158,7 +158,7 @@ def test_pipeline_evaluate_json_shape(trained_model, tiny_data, tmp_path):
     assert result["threat_model"] == "Linf" and result["eps"] == 0.1 and result["n_examples"] == 40
     assert set(result["balanced_acc"]) == {"natural", "fgsm", "pgd5", "autoattack", "worst_case"}
     details = result["attack_details"]["autoattack"]
-    assert list(details["components"]) == ["apgd-ce"] and details["state_file"].startswith(str(tmp_path))
+    assert list(details["components"]) == ["apgd-ce"] and details["state_files"][0].startswith(str(tmp_path))
     assert result["sanity"]["examples"] == 30 and len(result["sanity"]["robust_acc"]) == 2
     assert isinstance(result["flags"], list) and "layers" in result and result["sparsity"] == 0.0
     with pytest.raises(HarpError, match="unknown attack"):
