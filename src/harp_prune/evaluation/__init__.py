@@ -2,7 +2,7 @@
 
 from harp_prune.evaluation.chunks import Split, evaluate_in_chunks, gather, seeded
 from harp_prune.evaluation.report import comparison_table, layer_table
-from harp_prune.evaluation.robustness import describe_attack, evaluate_model
+from harp_prune.evaluation.robustness import describe_attack, evaluate_model, whole_set_result
 from harp_prune.evaluation.sanity import (
            balanced_accuracy,
            eps_sweep,
@@ -14,4 +14,4 @@ from harp_prune.evaluation.sanity import (
 
 __all__ = ["Split", "balanced_accuracy", "comparison_table", "describe_attack", "eps_sweep", "evaluate_in_chunks",
            "evaluate_model", "gather", "layer_table", "parse_multiples", "seeded", "spread_subset", "sweep_hits",
-           "sweep_report"]
+           "sweep_report", "whole_set_result"]

@@ -40,7 +40,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
     for number, (name, attack) in enumerate(attacks.items()):
         attack_started = time.perf_counter()
         if getattr(attack, "whole_set", False):
-            result = _whole_set(attack, model, loader, device)
+            result = whole_set_result(attack, model, loader, device)
             hit = result.robust
             details[name] = {"clean_acc": result.clean_acc, "components": result.components,
                              "flags": result.flags, "resumed_from": result.resumed_from,
@@ -79,8 +79,9 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
     }
 
 
-def _whole_set(attack: Any, model: nn.Module, loader: DataLoader, device: torch.device) -> Any:
-    """A whole-set attack's result on every example of ``loader``'s split, each chunk evaluated once."""
+def whole_set_result(attack: Any, model: nn.Module, loader: DataLoader, device: torch.device) -> Any:
+    """A whole-set attack's result on every example of ``loader``'s split, each chunk evaluated once (by one
+    rank under torchrun), gathered on every rank in the split's order."""
     split = Split.of(loader)
     parts = evaluate_in_chunks(split, range(len(split)), attack.chunk_size,
                                lambda _, images, labels: attack.run_chunk(model, images.to(device),
