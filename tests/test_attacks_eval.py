@@ -81,7 +81,7 @@ def test_autoattack_at_most_pgd_and_resumes(trained_model, batch, tmp_path):
     assert (trained_model(result.adversarial[fooled]).argmax(1) != y[fooled]).all()
     assert float((result.adversarial - x).abs().max()) <= EPS + 1e-5
     # resume: a state left after the first component makes the second run skip it
-    state_file = tmp_path / result.state_file.split("/")[-1]
+    state_file = tmp_path / result.state_files[0].split("/")[-1]
     state = json.loads(state_file.read_text())
     state["done"] = ["apgd-ce"]
     state["robust"] = [bool(v) for v in state["robust"]]
@@ -158,9 +158,41 @@ def test_pipeline_evaluate_json_shape(trained_model, tiny_data, tmp_path):
     assert result["threat_model"] == "Linf" and result["eps"] == 0.1 and result["n_examples"] == 40
     assert set(result["balanced_acc"]) == {"natural", "fgsm", "pgd5", "autoattack", "worst_case"}
     details = result["attack_details"]["autoattack"]
-    assert list(details["components"]) == ["apgd-ce"] and details["state_file"].startswith(str(tmp_path))
+    assert list(details["components"]) == ["apgd-ce"] and details["state_files"][0].startswith(str(tmp_path))
     assert result["sanity"]["examples"] == 30 and len(result["sanity"]["robust_acc"]) == 2
     assert isinstance(result["flags"], list) and "layers" in result and result["sparsity"] == 0.0
     with pytest.raises(HarpError, match="unknown attack"):
         evaluate(build_config(cli_values={"out_dir": str(tmp_path), "evaluate.attacks": "pgd5,foo"}),
                  model=trained_model, ctx=ctx)
+
+
+def test_seeded_sweep_and_attacks_repeat_whatever_the_global_random_state(trained_model, batch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harp_prune.evaluation import evaluate_model
+
+    x, y = batch
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.random.get_rng_state()
+        sweep = eps_sweep(trained_model, x, y, EPS, EPS / 4, "linf", [0.5, 1], steps=2, batch_size=16, seed=7)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is left alone
+        loader = DataLoader(TensorDataset(x, y), batch_size=16)
+        result = evaluate_model(trained_model, loader, {"pgd2": PGD(EPS, EPS / 4, 2)}, torch.device("cpu"), seed=7)
+        runs.append((sweep["robust_acc"], result["robust_acc"], result["worst_case_acc"]))
+    assert runs[0] == runs[1]
+
+
+def test_autoattack_chunks_are_independent_and_combine_to_the_whole_set(trained_model, batch, tmp_path):
+    x, y = batch
+    attack = AutoAttack(EPS, version="custom", components=["apgd-ce"], batch_size=16, state_dir=tmp_path)
+    whole = attack.run(trained_model, x, y)
+    parts = [attack.run_chunk(trained_model, x[i:i + 16], y[i:i + 16]).without_examples() for i in (0, 16, 32)]
+    combined = attack.combine(parts)
+    assert len(whole.state_files) == 3 and len(whole.robust) == len(whole.adversarial) == 40
+    assert torch.equal(combined.robust, whole.robust.cpu()) and combined.adversarial is None
+    assert combined.components == pytest.approx(whole.components)
+    assert whole.components["apgd-ce"] == pytest.approx(whole.robust_acc)
+    assert whole.clean_acc == pytest.approx(acc(trained_model, x, y))
+    assert combined.resumed_from == ["apgd-ce"]  # the second pass read each chunk's state file

@@ -38,14 +38,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(nproc: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """dist_worker.py as a plain process (nproc 1) or under torchrun; one thread per process either way."""
+def _launch(nproc: int, *args: str, timeout: float = 240,
+            worker: str = "dist_worker.py") -> subprocess.CompletedProcess:
+    """``worker`` as a plain process (nproc 1) or under torchrun; one thread per process either way."""
     src = str(Path(pipeline.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(HERE), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     launcher = ["-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
                 f"--master-port={_free_port()}"] if nproc > 1 else []
-    command = [sys.executable, *launcher, str(HERE / "dist_worker.py"), *args]
+    command = [sys.executable, *launcher, str(HERE / worker), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -109,6 +110,32 @@ def test_two_processes_match_one(dense_source: Path, tmp_path: Path) -> None:
     for a, b in rows:  # the epoch figures are global: the same budget path and a similar loss
         assert abs(a["soft_density"] - b["soft_density"]) < 2e-3
         assert abs(a["train_loss"] - b["train_loss"]) < 0.1
+
+
+def test_two_processes_evaluate_autoattack_and_sweep_like_one(trained_model, tmp_path: Path) -> None:
+    """AutoAttack's per-image results, the worst case and the seeded eps sweep: the same whole split, once."""
+    state = tmp_path / "model.pt"
+    torch.save(trained_model.state_dict(), state)
+    _launch(1, str(tmp_path / "one"), str(state), worker="dist_eval_worker.py")
+    _launch(2, str(tmp_path / "two"), str(state), worker="dist_eval_worker.py")
+    single = json.loads((tmp_path / "one" / "eval.json").read_text())
+    double = json.loads((tmp_path / "two" / "eval.json").read_text())
+    assert single["world_size"] == 1 and double["world_size"] == 2
+    assert len(double["autoattack_robust"]) == len(single["autoattack_robust"]) == 40
+    assert double["autoattack_robust"] == single["autoattack_robust"]
+    assert double["autoattack_components"] == single["autoattack_components"]
+    one, two = single["evaluation"], double["evaluation"]
+    assert two["examples"] == one["examples"] == 40
+    for key in ("natural_acc", "robust_acc", "worst_case_acc", "balanced_acc"):
+        assert two[key] == one[key], key
+    assert two["robust_acc"]["autoattack"] == sum(single["autoattack_robust"]) / 40
+    details_one, details_two = one["attack_details"]["autoattack"], two["attack_details"]["autoattack"]
+    assert details_two["components"] == details_one["components"]
+    assert len(details_two["state_files"]) == len(details_one["state_files"]) == 3  # one per chunk, each run once
+    assert double["sanity"]["examples"] == single["sanity"]["examples"] == 30
+    assert double["sanity"]["robust_acc"] == single["sanity"]["robust_acc"]
+    print({"autoattack": one["robust_acc"]["autoattack"], "worst_case": one["worst_case_acc"],
+           "sweep": single["sanity"]["robust_acc"]})
 
 
 def test_single_process_helpers_are_no_ops() -> None:

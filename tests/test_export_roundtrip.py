@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from user_export_model import build
 
+import harp_prune as hp
 from harp_prune.cli import main
 from harp_prune.export import export_checkpoint
 from harp_prune.models import build_model
@@ -169,3 +171,89 @@ def test_slim_file_refuses_other_files(tmp_path):
     with pytest.raises(HarpError, match="not a harp sparse"):
         load_sparse(tmp_path / "x.safetensors")
     assert build_model  # the loader script builds from the zoo too
+
+
+@pytest.fixture(scope="module")
+def user_run(tiny_data, tmp_path_factory):
+    """A user-defined model channel-pruned to 50% by ``hp.run`` (tiny natural training): its final checkpoint,
+    the masked model reloaded from it, and test inputs."""
+    images = torch.from_numpy(tiny_data.train_x).float() / 255
+    labels = torch.from_numpy(tiny_data.train_y)
+    test_images = torch.from_numpy(tiny_data.test_x).float() / 255
+    splits = hp.Splits(train=hp.tensor_dataset(images[:192], labels[:192]),
+                       val=hp.tensor_dataset(images[500:564], labels[500:564]),
+                       test=hp.tensor_dataset(test_images[:64], torch.from_numpy(tiny_data.test_y)[:64]))
+    out = tmp_path_factory.mktemp("user")
+    config = hp.build_config(cli_values={
+        "out_dir": str(out), "progress": False, "pretrain.objective": "natural", "pretrain.epochs": 1,
+        "prune.epochs": 1, "finetune.epochs": 1, "prune.method": "harp-channel", "prune.sparsity": 0.5,
+        "evaluate.pgd_steps": 1, "evaluate.eps_sweep": None, "data.batch_size": 64})
+    hp.run(config, model=build(), splits=splits)
+    checkpoint = out / "finetune" / "final.pt"
+    masked = hp.load_model(checkpoint, model=build())[0].eval()
+    return checkpoint, masked, test_images[:32]
+
+
+def _outputs_of_export(fmt: str, path: str, x: torch.Tensor) -> np.ndarray:
+    """Load an export of the user model into a fresh instance of its architecture (or onnxruntime) and run it."""
+    from harp_prune.export import load_slim, load_sparse
+
+    if fmt.startswith("onnx"):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": x.numpy()})[0]
+    if fmt == "slim":
+        model = load_slim(path, model=build())
+    else:
+        model = build()
+        model.load_state_dict(torch.load(path, weights_only=True) if fmt == "zeroed" else load_sparse(path)[0])
+    with torch.no_grad():
+        return model.eval()(x).numpy()
+
+
+USER_EXPORTS = {"zeroed": ("zeroed", False), "sparse": ("sparse", False), "slim": ("slim", False),
+                "onnx": ("onnx", False), "onnx_slim": ("onnx", True)}
+
+
+@pytest.mark.parametrize("way", ["checkpoint", "model", "cli"])
+@pytest.mark.parametrize("name", list(USER_EXPORTS))
+def test_user_model_exports_round_trip(user_run, tmp_path, capsys, way, name):
+    """A non-zoo model, pruned through the API, exported in every format through the API (from the checkpoint
+    and from the model in memory) and the CLI with --model-factory, reloaded, equals the masked model."""
+    checkpoint, masked, x = user_run
+    fmt, slim = USER_EXPORTS[name]
+    output = tmp_path / f"user.{name}{'.onnx' if fmt == 'onnx' else ''}"
+    if way in ("checkpoint", "model"):
+        report = hp.export_checkpoint(checkpoint, fmt, output, slim=slim, model=build()) if way == "checkpoint" \
+            else hp.export_model(masked, fmt, output, (1, 28, 28), slim=slim)
+        assert report["output"] == str(output) and report["bytes"] == output.stat().st_size
+        if "slim_params" in report:  # the pruned channels are really gone
+            assert report["slim_params"] < 0.75 * report["dense_params"]
+    else:
+        flags = ["--slim"] if slim else []
+        assert main(["export", str(checkpoint), "--format", fmt, "--output", str(output), *flags,
+                     "--model-factory", "user_export_model:build"]) == 0
+        capsys.readouterr()
+    with torch.no_grad():
+        expected = masked(x).numpy()
+    got = _outputs_of_export(name, str(output), x)
+    error = float(np.abs(got - expected).max())
+    print(f"user model, {name} via {way}: max |export - masked| = {error:.2e}")
+    assert error <= 1e-4 * np.abs(expected).max()
+    assert got.argmax(1).tolist() == expected.argmax(1).tolist()
+
+
+def test_user_model_export_needs_the_model(user_run, tmp_path, capsys):
+    checkpoint, masked, _ = user_run
+    assert hp.sparsity_report(masked).sparsity > 0  # really pruned
+    with pytest.raises(hp.HarpError, match=r"user-defined model.*model="):
+        hp.export_checkpoint(checkpoint, "zeroed", tmp_path / "u.pt")
+    assert main(["export", str(checkpoint), "--format", "zeroed", "--output", str(tmp_path / "u.pt")]) == 2
+    assert "--model-factory module:function" in capsys.readouterr().err
+    for factory, message in (("user_export_model", "not module:function"), ("no_such_module:build", "cannot import"),
+                             ("user_export_model:missing", "no function 'missing'"),
+                             ("user_export_model:UserExportNet.__init__", "no function")):
+        assert main(["export", str(checkpoint), "--format", "zeroed", "--model-factory", factory]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("harp: error: --model-factory") and message in err and err.count("\n") == 1

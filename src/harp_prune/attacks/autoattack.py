@@ -1,12 +1,16 @@
 """The official AutoAttack code (Croce & Hein 2020) through the ``pyautoattack`` package.
 
 ``APGD`` wraps the official APGD class as a per-batch attack. ``AutoAttack`` runs the ensemble on a whole
-set of points (its own batching), so the robust accuracy is the point-wise worst case over its components.
-It drives the official ``AutoAttack`` object one component at a time, each on the points still robust,
-which is what ``run_standard_evaluation`` does internally, and saves the robust flags after every component
-to a state file keyed by a fingerprint of model, data and settings: an interrupted evaluation resumes with
-the components it has not run. (pyautoattack 0.2.0's own ``state_path`` resume raises UnboundLocalError on
-its ``y_adv`` when a state is restored, so it is not used.) The official sanity checks (randomised or
+set of points, so the robust accuracy is the point-wise worst case over its components. The set is cut
+into consecutive chunks of ``batch_size`` points, each evaluated on its own: the official attacks reseed
+per batch, so a point's result depends on the points that share its batch, and independent chunks make
+the result the same whether one process evaluates every chunk or torchrun ranks share them out
+(``harp_prune.evaluation.chunks``). On each chunk it drives the official ``AutoAttack`` object one
+component at a time, each on the points still robust, which is what ``run_standard_evaluation`` does
+internally, and saves the robust flags after every component to a state file keyed by a fingerprint of
+model, data and settings: an interrupted evaluation resumes with the components it has not run.
+(pyautoattack 0.2.0's own ``state_path`` resume raises UnboundLocalError on its ``y_adv`` when a state
+is restored, so it is not used.) The official sanity checks (randomised or
 dynamic defence, probability outputs, zero gradients, Square beating the gradient attacks) are captured
 as ``flags``.
 """
@@ -17,8 +21,9 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +124,21 @@ class APGD(Attack):
 class AutoAttackResult:
     """What one AutoAttack evaluation found, point by point."""
 
-    adversarial: torch.Tensor
+    adversarial: torch.Tensor | None  # None once dropped (results gathered from other processes)
     robust: torch.Tensor  # bool per point: correct on the clean input and under every component
     clean_acc: float
     components: dict[str, float]  # robust accuracy after each component (cumulative, point-wise worst case)
     flags: list[str]
-    resumed_from: list[str] = field(default_factory=list)
-    state_file: str | None = None
+    resumed_from: list[str] = field(default_factory=list)  # components read from a state file, in any chunk
+    state_files: list[str] = field(default_factory=list)
 
     @property
     def robust_acc(self) -> float:
         return float(self.robust.float().mean())
+
+    def without_examples(self) -> AutoAttackResult:
+        """The figures only (robust flags on the CPU), cheap to send to other processes."""
+        return replace(self, adversarial=None, robust=self.robust.cpu())
 
 
 def _fingerprint(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> str:
@@ -146,7 +155,8 @@ class AutoAttack(Attack):
     """Official AutoAttack; ``version="standard"`` is APGD-CE, APGD-T, FAB-T and Square.
 
     :param version: standard | plus | rand | custom (then ``components`` picks the attacks, e.g. ["apgd-ce"]);
-    :param batch_size: the official code's batch size; :param state_dir: folder for resumable state files.
+    :param batch_size: the official code's batch size and the size of the independently evaluated chunks;
+    :param state_dir: folder for resumable state files (one per chunk).
     """
 
     name = "autoattack"
@@ -164,17 +174,55 @@ class AutoAttack(Attack):
         self.seed, self.batch_size = int(seed), int(batch_size)
         self.state_dir = Path(state_dir) if state_dir is not None else None
 
+    @property
+    def chunk_size(self) -> int:
+        """Points evaluated together; chunks of this size are independent of each other."""
+        return self.batch_size
+
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._run(model, images, labels).adversarial
+        adversarial = self.run(model, images, labels).adversarial
+        assert adversarial is not None  # only without_examples() drops them
+        return adversarial
 
     def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AutoAttackResult:
-        """The full evaluation of ``images`` (in eval mode, the model's mode restored afterwards)."""
+        """The full evaluation of ``images``, chunk by chunk (in eval mode, the model's mode restored)."""
+        return self.combine([self.run_chunk(model, images[i:i + self.chunk_size], labels[i:i + self.chunk_size])
+                             for i in range(0, len(images), self.chunk_size)])
+
+    def run_chunk(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AutoAttackResult:
+        """The evaluation of one chunk (at most ``chunk_size`` points); join the chunks with :meth:`combine`."""
         was_training = model.training
         model.eval()
         try:
             return self._run(model, images.detach(), labels)
         finally:
             model.train(was_training)
+
+    def combine(self, parts: Sequence[AutoAttackResult]) -> AutoAttackResult:
+        """One result for consecutive chunks, in order, with the official Square check on the whole set."""
+        if not parts:
+            raise HarpError("AutoAttack was given no points; evaluate a non-empty split")
+        sizes = [len(part.robust) for part in parts]
+        total = max(sum(sizes), 1)
+
+        def overall(values: list[float]) -> float:  # chunk accuracies weighted by chunk size
+            return sum(value * size for value, size in zip(values, sizes, strict=True)) / total
+
+        components = {name: overall([part.components[name] for part in parts]) for name in parts[0].components}
+        clean_acc = overall([part.clean_acc for part in parts])
+        collector = _Collector()
+        for part in parts:
+            collector.flags.extend(f for f in part.flags if f not in collector.flags)
+        _, _, _, checks = _pyautoattack()
+        logger = logging.getLogger("auto-attack")  # the official code's logger, as in _run
+        with _official_run(logger, collector):
+            checks.check_square_sr({"clean": clean_acc, **components}, logger=logger)
+        examples = [part.adversarial for part in parts if part.adversarial is not None]
+        adversarial = torch.cat(examples) if len(examples) == len(parts) else None
+        resumed = {name for part in parts for name in part.resumed_from}
+        return AutoAttackResult(adversarial, torch.cat([part.robust for part in parts]), clean_acc, components,
+                                list(collector.flags), [name for name in components if name in resumed],
+                                [file for part in parts for file in part.state_files])
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AutoAttackResult:
         _, Official, _, checks = _pyautoattack()
@@ -225,11 +273,8 @@ class AutoAttack(Attack):
             state["flags"] = collector.flags
             if state_file is not None:
                 _write_state(state, state_file)
-        with _official_run(official.logger, collector):
-            checks.check_square_sr({"clean": state["clean_acc"], **state["components"]}, logger=official.logger)
         return AutoAttackResult(adversarial, robust, state["clean_acc"], dict(state["components"]),
-                                list(collector.flags), resumed_from, str(state_file) if state_file else None)
-
+                                list(collector.flags), resumed_from, [str(state_file)] if state_file else [])
 
     def _checks(self, official, checks, images: torch.Tensor, labels: torch.Tensor, components: list[str]) -> None:
         x, y, bs = images[:self.batch_size], labels[:self.batch_size], self.batch_size

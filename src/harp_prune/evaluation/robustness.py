@@ -9,26 +9,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from harp_prune import distributed
 from harp_prune.attacks import Attack
+from harp_prune.evaluation.chunks import Split, evaluate_in_chunks, seeded
 from harp_prune.evaluation.sanity import balanced_accuracy
 from harp_prune.progress import log
 from harp_prune.pruning import sparsity_report
 from harp_prune.training.loop import predictions
 
 
-def gather(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (images, labels) of a non-shuffled loader as two CPU tensors, in loader order."""
-    images, labels = zip(*((x, y) for x, y in loader), strict=True)
-    return torch.cat(images), torch.cat(labels)
-
-
 def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Attack], device: torch.device,
-                   show_progress: bool = False) -> dict[str, Any]:
+                   show_progress: bool = False, seed: int | None = None) -> dict[str, Any]:
     """Natural accuracy, robust accuracy per attack and their point-wise worst case, and sparsity.
 
     The worst case counts an example as robust only if every attack failed on it. Attacks that declare
-    ``whole_set`` (AutoAttack) are run once on the whole set with their own batching, so that their
-    internal point-wise worst case over components holds; the others run batch by batch.
+    ``whole_set`` (AutoAttack) are run on the whole set in their independent chunks (``chunk_size``,
+    ``run_chunk``, ``combine``), shared out among torchrun ranks, so that their internal point-wise worst
+    case over components holds and the result equals a single process's; the others run batch by batch.
+    ``seed`` (None: the global random stream) draws each attack's random starts from a stream of its own.
     """
     started = time.perf_counter()
     natural, truth = predictions(model, loader, device, desc="natural", show_progress=show_progress)
@@ -38,18 +36,19 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
     details: dict[str, dict[str, Any]] = {}
     flags: list[str] = []
     seconds: dict[str, float] = {}
-    for name, attack in attacks.items():
+    rank = distributed.rank() if distributed.active() else 0
+    for number, (name, attack) in enumerate(attacks.items()):
         attack_started = time.perf_counter()
         if getattr(attack, "whole_set", False):
-            images, labels = gather(loader)
-            result = attack.run(model, images.to(device), labels.to(device))
-            hit = result.robust.cpu()
+            result = whole_set_result(attack, model, loader, device)
+            hit = result.robust
             details[name] = {"clean_acc": result.clean_acc, "components": result.components,
                              "flags": result.flags, "resumed_from": result.resumed_from,
-                             "state_file": result.state_file}
+                             "state_files": result.state_files}
             flags.extend(f"{name}: {flag}" for flag in result.flags)
         else:
-            predicted, _ = predictions(model, loader, device, attack, desc=name, show_progress=show_progress)
+            with seeded(seed, number, rank, device=device):  # each rank draws the starts of its own shard
+                predicted, _ = predictions(model, loader, device, attack, desc=name, show_progress=show_progress)
             hit = predicted == truth
         if getattr(attack, "flags", None) and name not in details:
             flags.extend(f"{name}: {flag}" for flag in attack.flags)
@@ -78,6 +77,16 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
         "layers": report.as_dict()["layers"],
         "seconds": time.perf_counter() - started,
     }
+
+
+def whole_set_result(attack: Any, model: nn.Module, loader: DataLoader, device: torch.device) -> Any:
+    """A whole-set attack's result on every example of ``loader``'s split, each chunk evaluated once (by one
+    rank under torchrun), gathered on every rank in the split's order."""
+    split = Split.of(loader)
+    parts = evaluate_in_chunks(split, range(len(split)), attack.chunk_size,
+                               lambda _, images, labels: attack.run_chunk(model, images.to(device),
+                                                                          labels.to(device)).without_examples())
+    return attack.combine(parts)
 
 
 def describe_attack(attack: Attack) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harp_prune.attacks import PGD
+from harp_prune.evaluation.chunks import seeded
 
 LARGE_EPS_MAX_ACC = 0.05  # robust accuracy at the largest multiple above this is flagged
 
@@ -46,24 +47,45 @@ def parse_multiples(text: str) -> list[float]:
     return values
 
 
+def sweep_hits(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, step_size: float,
+               norm: str, multiples: list[float], steps: int = 20, seed: int | None = None,
+               key: int = 0) -> torch.Tensor:
+    """Whether each example survives PGD-``steps`` at ``eps * m`` (step size scaled alike), one row per multiple m.
+
+    One batch; with a ``seed`` its random starts come from the stream (seed, key), else the global stream.
+    """
+    rows = []
+    with seeded(seed, key, device=images.device):
+        for m in multiples:
+            adversarial = PGD(eps * m, step_size * m, steps, norm=norm)(model, images, labels)
+            with torch.no_grad():
+                rows.append((model(adversarial).argmax(1) == labels).cpu())
+    return torch.stack(rows) if rows else torch.zeros(0, len(labels), dtype=torch.bool)
+
+
 def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, step_size: float,
-              norm: str, multiples: list[float], steps: int = 20, batch_size: int = 500) -> dict[str, Any]:
+              norm: str, multiples: list[float], steps: int = 20, batch_size: int = 500,
+              seed: int | None = None) -> dict[str, Any]:
     """PGD-``steps`` robust accuracy at ``eps * m`` for each multiple m (step size scaled alike), and warnings.
+
+    The batches of ``batch_size`` are the chunks of a distributed sweep (``suite.sanity_section``): with a
+    ``seed``, batch i's random starts come from (seed, its first position), so the figures are the same.
+    """
+    hits = [sweep_hits(model, images[i:i + batch_size], labels[i:i + batch_size], eps, step_size, norm,
+                       multiples, steps, seed, i) for i in range(0, len(images), batch_size)]
+    return sweep_report(torch.cat(hits, dim=1) if hits else torch.zeros(len(multiples), 0, dtype=torch.bool),
+                        eps, norm, multiples, steps)
+
+
+def sweep_report(hits: torch.Tensor, eps: float, norm: str, multiples: list[float], steps: int) -> dict[str, Any]:
+    """Robust accuracy per multiple from ``hits`` (multiples x examples) and the warnings.
 
     Robust accuracy must not increase with eps (beyond a two-example tolerance for the random starts) and
     must be near zero at the largest multiple.
     """
-    accs = []
-    for m in multiples:
-        attack = PGD(eps * m, step_size * m, steps, norm=norm)
-        hits = []
-        for i in range(0, len(images), batch_size):
-            x, y = images[i:i + batch_size], labels[i:i + batch_size]
-            adversarial = attack(model, x, y)
-            with torch.no_grad():
-                hits.append(model(adversarial).argmax(1) == y)
-        accs.append(float(torch.cat(hits).float().mean()))
-    tolerance = 2.0 / max(len(images), 1)
+    examples = hits.shape[1]
+    accs = [float(row.float().mean()) for row in hits]
+    tolerance = 2.0 / max(examples, 1)
     pairs = list(zip(multiples, accs, strict=True))
     warnings = [
         f"robust accuracy rises from {100 * a:.2f}% at eps {eps * m:.4g} to {100 * b:.2f}% at eps {eps * n:.4g}: "
@@ -74,5 +96,5 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps:
         warnings.append(
             f"robust accuracy is still {100 * accs[-1]:.2f}% at eps {eps * multiples[-1]:.4g} "
             f"({multiples[-1]:g} x eps); a working attack should reach ~0 there: the evaluation may be unreliable")
-    return {"examples": len(images), "steps": steps, "norm": norm, "multiples": multiples,
+    return {"examples": examples, "steps": steps, "norm": norm, "multiples": multiples,
             "eps": [eps * m for m in multiples], "robust_acc": accs, "warnings": warnings, "ok": not warnings}

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from harp_prune.attacks import PGD, VERSIONS, Attack, build_attack
 from harp_prune.config import RunConfig
 from harp_prune.errors import HarpError
-from harp_prune.evaluation.robustness import gather
-from harp_prune.evaluation.sanity import eps_sweep, parse_multiples, spread_subset
+from harp_prune.evaluation.chunks import Split, evaluate_in_chunks
+from harp_prune.evaluation.sanity import parse_multiples, spread_subset, sweep_hits, sweep_report
 
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
@@ -35,18 +35,26 @@ def evaluation_attacks(config: RunConfig, state_dir: Path | None = None) -> dict
             for name in names}
 
 
-def sanity_section(config: RunConfig, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, Any]:
-    """PGD robust accuracy over eps multiples on a spread subset of the test split, with warnings."""
+def sanity_section(config: RunConfig, model: nn.Module, loader: DataLoader, device: torch.device,
+                   seed: int | None = None) -> dict[str, Any]:
+    """PGD robust accuracy over eps multiples on a spread subset of the test split, with warnings.
+
+    The subset is cut into chunks of ``data.eval_batch_size`` that torchrun ranks share out; with a ``seed``
+    the figures are the same for any number of processes.
+    """
     a, e = config.attack, config.evaluate
-    images, labels = gather(loader)
-    keep = spread_subset(len(labels), e.sanity_examples)
+    split = Split.of(loader)
+    multiples = parse_multiples(e.eps_sweep or "")
     was_training = model.training
     model.eval()
     try:
-        return eps_sweep(model, images[keep].to(device), labels[keep].to(device), a.eps, a.step_size, a.norm,
-                         parse_multiples(e.eps_sweep or ""), e.pgd_steps, config.data.eval_batch_size)
+        hits = evaluate_in_chunks(
+            split, spread_subset(len(split), e.sanity_examples), config.data.eval_batch_size,
+            lambda start, images, labels: sweep_hits(model, images.to(device), labels.to(device), a.eps,
+                                                     a.step_size, a.norm, multiples, e.pgd_steps, seed, start))
     finally:
         model.train(was_training)
+    return sweep_report(torch.cat(hits, dim=1), a.eps, a.norm, multiples, e.pgd_steps)
 
 
 def threat_model(norm: str) -> str:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
+import sys
 
+from torch import nn
+
+from harp_prune.errors import HarpError
 from harp_prune.export import FORMATS, export_checkpoint
 
 
@@ -16,6 +22,33 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="PATH", help="output file (default: beside the checkpoint)")
     parser.add_argument("--slim", action="store_true", help="with --format onnx: export the slimmed model")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                        help="for a checkpoint of your own (non-zoo) model: a function that takes no arguments and "
+                             "returns an instance of its architecture, e.g. mypkg.models:build (the current "
+                             "folder is importable)")
+
+
+def model_from_factory(path: str) -> nn.Module:
+    """Call the zero-argument function named by ``module:function`` and check that it returns a model."""
+    module_name, _, function_name = path.partition(":")
+    if not module_name or not function_name:
+        raise HarpError(f"--model-factory '{path}' is not module:function; write it like mypkg.models:build")
+    if os.getcwd() not in sys.path:  # as 'python -m' does, so a module beside the user's files is found
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HarpError(f"--model-factory: cannot import '{module_name}' ({exc}); run from the folder that holds "
+                        "it or add that folder to PYTHONPATH") from exc
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise HarpError(f"--model-factory: '{module_name}' has no function '{function_name}'; name a function "
+                        "that returns the model")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise HarpError(f"--model-factory: {path}() returned a {type(model).__name__}, not a torch nn.Module; "
+                        "return an instance of the model's architecture")
+    return model
 
 
 def _mb(n: float) -> str:
@@ -23,7 +56,8 @@ def _mb(n: float) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim)
+    model = model_from_factory(args.model_factory) if args.model_factory else None
+    report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim, model=model)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
