@@ -13,6 +13,11 @@ import torch
 from torch import nn
 
 DEFAULT_MAX_DENSITY = 0.1  # about where CSR starts to beat the dense kernel on this CPU (benchmarks/)
+# Modules whose forward reads their Linear children's ``.weight`` directly (the fused attention and
+# transformer-layer kernels) instead of calling them: a CSR child would break them, so it stays dense.
+READS_CHILD_WEIGHTS: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+)
 
 
 class CSRLinear(nn.Module):
@@ -41,10 +46,14 @@ class CSRLinear(nn.Module):
 @torch.no_grad()
 def sparsify_linears(model: nn.Module, max_density: float = DEFAULT_MAX_DENSITY) -> list[str]:
     """Replace (in place) every plain nn.Linear whose weight density is at most ``max_density`` by a
-    CSRLinear; returns the names replaced. Use on an unwrapped (zeroed) model, for inference."""
+    CSRLinear; returns the names replaced. Use on an unwrapped (zeroed) model, for inference.
+
+    Linears inside modules that read their weights directly (``READS_CHILD_WEIGHTS``) are left dense."""
     replaced = []
-    for name, module in list(model.named_modules()):
-        if type(module) is nn.Linear:
+    modules = dict(model.named_modules())
+    for name, module in list(modules.items()):
+        parent = modules[name.rpartition(".")[0]]
+        if type(module) is nn.Linear and not isinstance(parent, READS_CHILD_WEIGHTS):
             density = torch.count_nonzero(module.weight).item() / module.weight.numel()
             if density <= max_density:
                 parent_name, _, child = name.rpartition(".")
