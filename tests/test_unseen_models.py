@@ -100,7 +100,7 @@ def _check_counts(model: nn.Module, expected_sizes: dict[str, int], method: str)
     assert report.total == total
     # independent count: the non-zeros of the weights as the model reads them (every holder of a Parameter)
     reads = {}
-    for name, module in model.named_modules(remove_duplicate=False):
+    for _, module in model.named_modules(remove_duplicate=False):
         for attribute in ("weight", "in_proj_weight"):
             if module.__class__.__name__.startswith("Parametrized") and hasattr(module, attribute):
                 value = getattr(module, attribute)
