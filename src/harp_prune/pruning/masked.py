@@ -175,27 +175,6 @@ class MaskedLayer(nn.Module):
         return f"kept={self.kept()}/{self.numel}"
 
 
-class ChannelMaskedLayer(MaskedLayer):
-    """Input-channel masking (method.md §6): one score per input channel, the mask zeroes W[:, c, ...].
-
-    Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but 1 (the official
-    code's reshape groups contiguous chunks of the out-major tensor instead). Grouped convolutions are
-    refused: their weight's dimension 1 is not the input-channel axis.
-    """
-
-    def __init__(self, layer: nn.Module, min_keep: float = 0.0) -> None:
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-            raise TypeError("channel masking needs groups=1 convolutions; exclude grouped convs from pruning")
-        super().__init__(layer, min_keep)
-
-    def initial_scores(self, weight: torch.Tensor) -> torch.Tensor:
-        dims = [d for d in range(weight.dim()) if d != 1]
-        return weight.abs().sum(dim=dims)
-
-    def mask_view_shape(self) -> tuple[int, ...]:
-        return (1, self.units) + (1,) * (self.layer.weight.dim() - 2)
-
-
 def wrap_model(model: nn.Module, min_keep: float = 0.0, exclude: tuple[str, ...] = (),
                layer_type: type[MaskedLayer] = MaskedLayer) -> dict[str, MaskedLayer]:
     """Replace each Conv2d/Linear of ``model`` (in place) by a MaskedLayer; returns them by name.
