@@ -10,7 +10,7 @@ from test_channel_budget import counted_cost, realised_by_slimming
 from torch import nn
 
 from harp_prune.export import slim_model
-from harp_prune.pruning import build_pruner, masked_layers
+from harp_prune.pruning import build_pruner
 
 SHAPE = (3, 8, 8)
 
@@ -103,7 +103,7 @@ def test_dense_cost_counts_every_call(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_penalty_reaches_scores_and_rates(arch):
     model = _randomised(ARCHS[arch]())
-    pruner, layers, _ = _pruned(model)
+    pruner, _, _ = _pruned(model)
     pruner.trainable_parameters(model)
     loss = model(torch.rand(2, *SHAPE)).logsumexp(1).mean() + pruner.penalty(5)
     loss.backward()
