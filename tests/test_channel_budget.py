@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from harp_prune.evaluation import budget_line, comparison_table
 from harp_prune.export import slim_model
 from harp_prune.models import build_model
-from harp_prune.pruning import build_pruner
+from harp_prune.pruning import build_pruner, masked_layers, sparsity_report
 
 TRIALS = 24
 
@@ -67,3 +68,39 @@ def test_random_rates_end_within_the_budget(name, shape, target):
         realised = realised_by_slimming(model, shape, dense)[kind]
         assert realised <= budget * (1 + 1e-9), f"sparsity {sparsity:.3f}: realised {realised:.5f} > {budget:.5f}"
         assert realised > budget - 0.15  # the shift is the largest that fits, not an arbitrary one
+
+
+def test_budget_report_gives_the_targets_own_quantity_counted_independently():
+    shape = (1, 28, 28)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", shape, 10, [0.5], [0.25])
+    dense = counted_cost(model, shape)
+    pruner = build_pruner("harp-channel", 0.75, input_shape=shape, target="flops")
+    pruner.attach(model)
+    pruner.finalize()
+    report = pruner.budget_report()
+    slimmed = realised_by_slimming(model, shape, dense)
+    assert report["quantity"] == "flops" and report["sparsity_of"] == "flops"
+    assert report["target"] == pytest.approx(0.25)
+    assert report["realised"] == pytest.approx(slimmed["flops"]) and report["realised"] <= 0.25
+    assert report["params"] == pytest.approx(slimmed["params"])
+    assert report["weights"] == pytest.approx(sparsity_report(model).density)
+    kept = [int(layer.mask().sum()) for layer in masked_layers(model).values()]
+    assert report["channels"] == pytest.approx(sum(kept[1:]) / (16 + 1568 + 100))  # the image group is not pruned
+    line = budget_line(report)
+    assert f"flops kept {slimmed['flops']:.5f} of dense (budget 0.25000)" in line
+    assert f"weight sparsity {sparsity_report(model).sparsity:.5f}" in line
+    table = comparison_table({"pruned": {"natural_acc": 0.5, "robust_acc": {}, "sparsity": 0.1, "kept_weights": 9,
+                                         "prunable_weights": 10, "budget": report}})
+    assert f"flops {100 * slimmed['flops']:.2f} / 25.00" in table
+
+
+def test_unstructured_budget_report_is_the_weight_density():
+    model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
+    pruner = build_pruner("harp", 0.9)
+    pruner.attach(model)
+    pruner.finalize()
+    report = pruner.budget_report()
+    assert report["quantity"] == "weights" and report["target"] == pytest.approx(0.1)
+    assert report["realised"] == report["weights"] == pytest.approx(sparsity_report(model).density)
+    assert budget_line(report).startswith(f"weights kept {report['realised']:.5f} of dense (budget 0.10000)")
