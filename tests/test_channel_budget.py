@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from harp_prune.errors import HarpError
 from harp_prune.evaluation import budget_line, comparison_table
 from harp_prune.export import slim_model
 from harp_prune.models import build_model
@@ -104,3 +105,14 @@ def test_unstructured_budget_report_is_the_weight_density():
     assert report["quantity"] == "weights" and report["target"] == pytest.approx(0.1)
     assert report["realised"] == report["weights"] == pytest.approx(sparsity_report(model).density)
     assert budget_line(report).startswith(f"weights kept {report['realised']:.5f} of dense (budget 0.10000)")
+
+
+def test_a_budget_below_the_floors_is_refused_and_the_rates_left_alone():
+    model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
+    pruner = build_pruner("harp-channel", 0.999, input_shape=(1, 28, 28), target="flops")
+    pruner.attach(model)  # the unprunable image conv alone, with one filter left, costs more than 0.1%
+    learned = [float(layer.rate.detach()) for layer in pruner.group_layers]
+    refusal = r"cannot meet its flops budget of 0\.0010 .*lower prune\.alpha or the sparsity"
+    with pytest.raises(HarpError, match=refusal):
+        pruner.finalize()
+    assert [float(layer.rate.detach()) for layer in pruner.group_layers] == learned

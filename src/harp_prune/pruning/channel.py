@@ -223,10 +223,11 @@ class HarpChannelPruner(HarpPruner):
             for layer, rate in zip(heads, learned, strict=True):
                 layer.rate.copy_(rate)
             dense = cost.dense(self.kind)
+            frozen = len(self.trace.frozen)  # type: ignore[union-attr]
             raise HarpError(
                 f"harp-channel cannot meet its {self.kind} budget of {self.budget / dense:.4f} of the dense model: "
                 f"the smallest widths a common rate shift reaches cost {realised / dense:.4f} (every group at its "
-                f"floor a_min, the image channels and {len(self.trace.frozen)} frozen groups kept whole); "  # type: ignore[union-attr]
+                f"floor a_min, the image channels{f' and {frozen} frozen groups' if frozen else ''} kept whole); "
                 "lower prune.alpha or the sparsity")
         return shift
 
