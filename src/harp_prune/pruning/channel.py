@@ -6,14 +6,17 @@ Differences from the official code, each a fix of a documented bug or limitation
   HYDRA (sqrt(6 / fan_in) / max), instead of a reshape that mixes channels;
 * the size loss is computed from the real layer shapes, traced on a dummy input (any architecture, any
   input size), instead of feature-map sizes hard-coded for vgg16_bn and resnet18 at 32x32;
-* layers reading the same tensor share *one* score vector and rate (tie groups, found by tracing), which
-  generalises the official shortcut-rate copy and also ties the masks, so the channels can be removed;
+* layers reading the same tensor, the tensors one module reads when it runs twice, and a depthwise conv's
+  input and output share *one* score vector and rate (tie groups, found by tracing), which generalises the
+  official shortcut-rate copy and also ties the masks, so the channels can be removed; grouped convs
+  prune one position of every group per unit (``ChannelMaskedLayer``);
 * a layer's output channels count as removed only where the graph lets them be removed (its output flows
   to one tie group through channel-wise ops): the loss measures what ``slim_model`` really achieves;
 * the layers reading the image keep every input channel (the official code drops colour planes once
   a < 0.83; a 1- or 3-channel input saves almost nothing and losing a colour plane hurts);
 * the target is a channel sparsity (official: the FLOPs of the uniformly thinned model), a FLOPs fraction
-  or a parameter fraction (``target``).
+  or a parameter fraction (``target``); ``finalize`` keeps the integer widths within it, and
+  ``budget_report`` reports that quantity, not the weight sparsity (which channel pruning leaves low).
 """
 
 from __future__ import annotations
