@@ -132,8 +132,8 @@ def test_finalize_meets_the_budget_and_slimming_is_exact(arch, target):
         assert (slim(x) - expected).abs().max() < 1e-5 * expected.abs().max()
 
 
-def _finalized(model: nn.Module, sparsity: float = 0.6):
-    pruner, layers, _ = _pruned(_randomised(model), sparsity)
+def _finalized(model: nn.Module, sparsity: float = 0.6, target: str = "flops"):
+    pruner, layers, _ = _pruned(_randomised(model), sparsity, target)
     with torch.no_grad():
         for layer in pruner.group_layers:
             layer.scores.normal_()
@@ -200,3 +200,33 @@ def test_reused_model_reports_flops_counted_per_call():
     shared = pruner.trace.layers["shared"]
     assert shared.out_spatial == 2 * 8 * 8
     assert pruner.cost.dense("flops") == dense["flops"]
+
+
+class ResidualDepthwise(nn.Module):
+    """A depthwise conv whose output also feeds a residual sum: its channels cannot be removed consistently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pointwise = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.depthwise(torch.relu(self.bn(self.stem(x))))
+        return self.head((self.pointwise(torch.relu(y)) + y).mean(dim=(2, 3)))
+
+
+def test_a_depthwise_conv_that_cannot_be_slimmed_keeps_its_channels():
+    model = ResidualDepthwise()
+    pruner, layers = _finalized(model, 0.5, "channels")  # the budget thins only the groups that can be thinned
+    group = pruner.trace.layers["depthwise"].group
+    assert "depthwise conv 'depthwise'" in pruner.trace.frozen[group]
+    assert int(layers["depthwise"].mask().sum()) == 8
+    assert 0 < int(layers["pointwise"].mask().sum()) < 8  # the rest of the model is still pruned
+    x = torch.rand(3, *SHAPE)
+    with torch.no_grad():
+        expected = model(x)
+        slim, _ = slim_model(model, SHAPE)
+        torch.testing.assert_close(slim(x), expected, rtol=1e-4, atol=1e-5)
+    assert slim.depthwise.groups == 8
