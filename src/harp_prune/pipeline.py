@@ -31,7 +31,7 @@ from harp_prune.data import (
     make_splits,
 )
 from harp_prune.errors import HarpError
-from harp_prune.evaluation import comparison_table, evaluate_model, layer_table
+from harp_prune.evaluation import budget_line, comparison_table, evaluate_model, layer_table
 from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
 from harp_prune.models import build_model
 from harp_prune.progress import log
@@ -235,7 +235,8 @@ def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, r
     path = ctx.out_dir / stage / "final.pt"
     if distributed.is_main():
         save_atomic({**_meta(ctx, pruner), "stage": stage, "model": model.state_dict(), "history": result.history,
-                     "best_epoch": result.best_epoch, "metrics": result.best}, path)
+                     "best_epoch": result.best_epoch, "metrics": result.best,
+                     "budget": pruner.budget_report() if pruner is not None else None}, path)
     distributed.barrier()
     return path
 
@@ -310,9 +311,10 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
                        _select_attack(ctx, "prune"), ctx.device, ctx.out_dir / "prune", _meta(ctx, pruner),
                        pruner=pruner, resume=resume)
     shift = pruner.finalize()
-    report = pruner.report(model)
-    log(f"[prune] budget projection shifted the rate logits by {shift:+.4f}: sparsity {report.sparsity:.5f} "
-        f"(target {pruner.sparsity}), {report.kept:,} of {report.total:,} weights kept")
+    report, budget = pruner.report(model), pruner.budget_report()
+    log(f"[prune] budget projection shifted the rate logits by {shift:+.4f}: {budget_line(budget)} "
+        f"(--sparsity {pruner.sparsity} of {budget['sparsity_of']}), "
+        f"{report.kept:,} of {report.total:,} weights kept")
     _finish(ctx, "prune", model, pruner, result)
     return model
 
@@ -340,19 +342,22 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, splits: Split
 
 
 def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
-             checkpoint: str | Path | None = None, ctx: Context | None = None) -> dict[str, Any]:
+             checkpoint: str | Path | None = None, ctx: Context | None = None,
+             budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Natural and robust accuracy (``evaluate.attacks``, default PGD-k) on the test split, their point-wise
-    worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data."""
+    worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data.
+    ``budget`` is the pruner's ``budget_report()`` for a given ``model`` (a loaded checkpoint brings its own)."""
     ctx = ctx or prepare(config, splits, user_model=model is not None)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
-        model = _source_model(ctx, path, None)[0]
+        model, pruner, _ = _source_model(ctx, path, None)
+        budget = pruner.budget_report() if pruner is not None else None
     model = model.to(ctx.device)
     attacks = evaluation_attacks(config, ctx.out_dir / "autoattack")
     result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress and distributed.is_main())
     result.update({"dataset": ctx.dataset_name, "eps": config.attack.eps, "norm": config.attack.norm,
                    "threat_model": threat_model(config.attack.norm), "clean_acc": result["natural_acc"],
-                   "n_examples": result["examples"], "seed": config.seed})
+                   "n_examples": result["examples"], "seed": config.seed, "budget": budget})
     if config.evaluate.eps_sweep:
         result["sanity"] = sanity_section(config, model, ctx.test_loader, ctx.device)
         result["flags"] += [f"sanity: {w}" for w in result["sanity"]["warnings"]]
@@ -392,7 +397,8 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     dense_eval = evaluate(config, model=dense, ctx=ctx)
     pruned = prune(config, model=dense, resume=resume, ctx=ctx)
     pruned = finetune(config, model=pruned if model is not None else None, resume=resume, ctx=ctx)
-    pruned_eval = evaluate(config, model=pruned, ctx=ctx)
+    pruned_eval = evaluate(config, model=pruned, ctx=ctx,
+                           budget=load_checkpoint(ctx.out_dir / "finetune" / "final.pt").get("budget"))
     histories = {stage: load_checkpoint(ctx.out_dir / stage / "final.pt")["history"] for stage in STAGES}
     results = {
         "config": config.to_dict(), "provenance": {k: v for k, v in config.provenance.items() if v != "default"},

@@ -1,7 +1,7 @@
 """Evaluation: natural/robust accuracy with counted sparsity as JSON-ready data, and tables."""
 
 from harp_prune.evaluation.chunks import Split, evaluate_in_chunks, gather, seeded
-from harp_prune.evaluation.report import comparison_table, layer_table
+from harp_prune.evaluation.report import budget_line, comparison_table, layer_table
 from harp_prune.evaluation.robustness import describe_attack, evaluate_model, whole_set_result
 from harp_prune.evaluation.sanity import (
            balanced_accuracy,
@@ -12,6 +12,7 @@ from harp_prune.evaluation.sanity import (
            sweep_report,
 )
 
-__all__ = ["Split", "balanced_accuracy", "comparison_table", "describe_attack", "eps_sweep", "evaluate_in_chunks",
+__all__ = ["Split", "balanced_accuracy", "budget_line", "comparison_table", "describe_attack", "eps_sweep",
+           "evaluate_in_chunks",
            "evaluate_model", "gather", "layer_table", "parse_multiples", "seeded", "spread_subset", "sweep_hits",
            "sweep_report", "whole_set_result"]

@@ -9,14 +9,29 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def budget_line(budget: dict[str, Any]) -> str:
+    """A pruner's ``budget_report()`` for people: the target's own quantity (realised vs budget), then weights."""
+    line = f"{budget['quantity']} kept {budget['realised']:.5f} of dense (budget {budget['target']:.5f})"
+    if budget["quantity"] != "weights":
+        line += f", weight sparsity {1 - budget['weights']:.5f}"
+    return line
+
+
+def _budget_cell(budget: dict[str, Any] | None) -> str:
+    return "-" if budget is None else f"{budget['quantity']} {_pct(budget['realised'])} / {_pct(budget['target'])}"
+
+
 def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Natural and robust accuracy and sparsity of each evaluated model (e.g. dense vs pruned)."""
+    """Natural and robust accuracy, sparsity and the pruning budget (kept % of the budgeted quantity vs its
+    allowed %: weights, or FLOPs/parameters for channel pruning) of each evaluated model."""
     attack_names = sorted({name for result in rows.values() for name in result["robust_acc"]})
-    header = ["model", "natural %", *[f"{a} %" for a in attack_names], "sparsity %", "kept weights"]
+    header = ["model", "natural %", *[f"{a} %" for a in attack_names], "sparsity %", "kept weights",
+              "budget: kept % / allowed %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, result in rows.items():
         cells = [label, _pct(result["natural_acc"]), *[_pct(result["robust_acc"].get(a)) for a in attack_names],
-                 _pct(result["sparsity"]), f"{result['kept_weights']:,} / {result['prunable_weights']:,}"]
+                 _pct(result["sparsity"]), f"{result['kept_weights']:,} / {result['prunable_weights']:,}",
+                 _budget_cell(result.get("budget"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

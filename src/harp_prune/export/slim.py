@@ -1,16 +1,18 @@
 """Physically slimmed models: pruned input channels removed, and their producers' filters with them.
 
-For each tie group (layers reading one tensor, which share a channel mask) with kept channels K:
+For each tie group (layers sharing a channel mask) with kept units K, and each tensor its layers read:
 
-* if the group's input comes from one Conv2d/Linear through channel-wise ops only (``channel_links``),
-  the producer keeps only output channels K, the BatchNorms in between only entries K, and the group's
-  layers only input channels K: the dropped channels are never computed;
-* otherwise (the tensor is a residual sum, a flatten, or read by something else too) the group's layers
-  keep input channels K and select them with an index gather (``ChannelSelect``) in front.
+* if the tensor comes from one Conv2d/Linear through channel-wise ops only (see ``pruning.graph``), the
+  producer keeps only output channels K, the BatchNorms in between only entries K, and the readers only
+  input channels K: the dropped channels are never computed;
+* otherwise (a residual sum, a flatten, a tensor also read by something else, a module used twice) the
+  readers keep input channels K and select them with an index gather (``ChannelSelect``) in front.
 
-Both are exact: a masked-out input channel contributes nothing, so the outputs equal the masked model's.
-The structure is a pure function of the architecture and the kept indices, so a slim checkpoint stores
-the model spec, the kept indices and the state dict, and ``load_slim`` rebuilds it without pickle.
+A depthwise conv keeps channels K (its input and output are the same channels); a grouped conv keeps
+positions K of every group. Both are exact: a masked-out input channel contributes nothing, so the
+outputs equal the masked model's. The structure is a pure function of the architecture and the kept
+indices, so a slim checkpoint stores the model spec, the kept indices and the state dict, and
+``load_slim`` rebuilds it without pickle.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.graph import channel_links, trace_layers
-from harp_prune.pruning.masked import ChannelMaskedLayer, masked_layers, prunable_modules, unwrap_model
+from harp_prune.pruning.channel import ChannelMaskedLayer
+from harp_prune.pruning.graph import conv_groups, expand_units, is_depthwise, trace_layers
+from harp_prune.pruning.masked import masked_layers, prunable_modules, unwrap_model
 
 FORMAT = "harp-slim-v1"
 
@@ -43,7 +46,11 @@ class ChannelSelect(nn.Module):
 
 @dataclass
 class SlimPlan:
-    """Kept input and output indices per layer, BatchNorm entries, and which layers gather their input."""
+    """Kept input units and output channels per layer, BatchNorm entries, and which layers gather their input.
+
+    ``inputs`` holds mask units: input channels, but a depthwise conv's channels and a grouped conv's
+    positions within each group.
+    """
 
     inputs: dict[str, list[int]] = field(default_factory=dict)
     outputs: dict[str, list[int]] = field(default_factory=dict)
@@ -75,38 +82,50 @@ def channel_keep(model: nn.Module) -> dict[str, list[int]]:
 def plan_slimming(model: nn.Module, keep: dict[str, list[int]], input_shape: Sequence[int]) -> SlimPlan:
     """Decide, by tracing the plain ``model``, what each layer and BatchNorm keeps."""
     trace = trace_layers(model, input_shape)
-    links = channel_links(model, trace.groups)
     plan = SlimPlan()
     for index, members in enumerate(trace.groups):
         kept = {tuple(keep[m]) for m in members if m in keep}
         if not kept:
             continue
-        if len(kept) > 1 or (len(kept) == 1 and any(m not in keep for m in members)):
-            raise HarpError(f"layers {members} read the same tensor but keep different channels; slimming "
-                            "needs tied masks (prune with harp-channel, which ties them)")
-        channels = list(next(iter(kept)))
+        if len(kept) > 1 or any(m not in keep for m in members):
+            raise HarpError(f"layers {members} share an input-channel mask but keep different channels; "
+                            "slimming needs tied masks (prune with harp-channel, which ties them)")
+        if index in trace.frozen:
+            raise HarpError(f"layers {members} cannot be slimmed: {trace.frozen[index]}; "
+                            "prune with harp-channel, which keeps their channels")
+        units = list(next(iter(kept)))
+        channels = expand_units(units, trace.layers[members[0]].layer)
         for member in members:
-            plan.inputs[member] = channels
-        if index in links:
-            plan.outputs[links[index].producer] = channels
-            for bn in links[index].batchnorms:
+            plan.inputs[member] = units
+            if trace.gathers(member):
+                plan.gathers.append(member)
+        for source in trace.sources[index]:
+            if source.producer is None:
+                continue
+            if not is_depthwise(trace.layers[source.producer].layer):  # a depthwise producer is a member
+                plan.outputs[source.producer] = channels
+            for bn in source.batchnorms:
                 plan.batchnorms[bn] = channels
-        else:
-            plan.gathers.extend(members)
     return plan
 
 
 def _slice_layer(layer: nn.Module, inputs: list[int] | None, outputs: list[int] | None) -> nn.Module:
+    """The layer with only input units ``inputs`` and output channels ``outputs`` (None: all)."""
     weight = layer.weight.detach()
     bias = layer.bias.detach() if layer.bias is not None else None
+    groups = conv_groups(layer)
+    if is_depthwise(layer):  # input channel c is output channel c: both are row c
+        outputs = inputs
+        groups = len(inputs) if inputs is not None else groups
+        inputs = None
     if outputs is not None:
         weight = weight[outputs]
         bias = bias[outputs] if bias is not None else None
     if inputs is not None:
         weight = weight[:, inputs]
     if isinstance(layer, nn.Conv2d):
-        new: nn.Module = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
-                                   layer.dilation, 1, bias is not None, layer.padding_mode)
+        new: nn.Module = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], layer.kernel_size, layer.stride,
+                                   layer.padding, layer.dilation, groups, bias is not None, layer.padding_mode)
     else:
         new = nn.Linear(weight.shape[1], weight.shape[0], bias is not None)
     new = new.to(device=weight.device, dtype=weight.dtype)
@@ -145,7 +164,7 @@ def apply_plan(model: nn.Module, plan: SlimPlan) -> nn.Module:
             raise HarpError(f"the slim plan names layer '{name}', which this model does not have")
         new = _slice_layer(layers[name], plan.inputs.get(name), plan.outputs.get(name))
         if name in plan.gathers:
-            index = torch.tensor(plan.inputs[name], device=new.weight.device)
+            index = torch.tensor(expand_units(plan.inputs[name], layers[name]), device=new.weight.device)
             new = nn.Sequential(ChannelSelect(index), new)
         _replace(model, name, new.train(layers[name].training))
     for name, channels in plan.batchnorms.items():

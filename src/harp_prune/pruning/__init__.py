@@ -11,7 +11,7 @@ from typing import Any
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, scaled_score_init, set_layer_densities
 from harp_prune.pruning.budget import project_to_budget
-from harp_prune.pruning.channel import HarpChannelPruner
+from harp_prune.pruning.channel import ChannelMaskedLayer, HarpChannelPruner
 from harp_prune.pruning.erk import ErkPruner, erk_densities
 from harp_prune.pruning.fixed import FixedRatePruner, set_layer_counts
 from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner
@@ -21,7 +21,6 @@ from harp_prune.pruning.lamp import LampPruner, lamp_densities
 from harp_prune.pruning.lwm import LwmPruner
 from harp_prune.pruning.masked import (
     LAYER_TYPES,
-    ChannelMaskedLayer,
     Prunable,
     WeightMask,
     find_sites,

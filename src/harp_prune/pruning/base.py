@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -173,6 +173,17 @@ class Pruner(ABC):
             "init_strategy": self.init_strategy if isinstance(self.init_strategy, str) else list(self.init_strategy),
             "init_density": self.init_density, **self.describe_prunable(),
         }
+
+    def budget_report(self) -> dict[str, Any]:
+        """What the sparsity target constrains and how the masks meet it, as fractions of the dense model.
+
+        ``quantity`` names it ('weights' here; structured pruners: 'flops' or 'params'), ``target`` is its
+        allowed kept fraction and ``realised`` the kept fraction of the current masks; ``weights`` is the
+        kept fraction of conv/linear weights whatever the quantity, so every report can show both.
+        """
+        density = sum(layer.kept() for layer in self.layers) / sum(layer.numel for layer in self.layers)
+        return {"quantity": "weights", "sparsity_of": "weights", "target": self.target_density, "realised": density,
+                "weights": density}
 
     def describe_prunable(self) -> dict:
         """The selection of pruned parameters, as ``describe`` records it."""

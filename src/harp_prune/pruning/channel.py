@@ -6,20 +6,24 @@ Differences from the official code, each a fix of a documented bug or limitation
   HYDRA (sqrt(6 / fan_in) / max), instead of a reshape that mixes channels;
 * the size loss is computed from the real layer shapes, traced on a dummy input (any architecture, any
   input size), instead of feature-map sizes hard-coded for vgg16_bn and resnet18 at 32x32;
-* layers reading the same tensor share *one* score vector and rate (tie groups, found by tracing), which
-  generalises the official shortcut-rate copy and also ties the masks, so the channels can be removed;
+* layers reading the same tensor, the tensors one module reads when it runs twice, and a depthwise conv's
+  input and output share *one* score vector and rate (tie groups, found by tracing), which generalises the
+  official shortcut-rate copy and also ties the masks, so the channels can be removed; grouped convs
+  prune one position of every group per unit (``ChannelMaskedLayer``);
 * a layer's output channels count as removed only where the graph lets them be removed (its output flows
   to one tie group through channel-wise ops): the loss measures what ``slim_model`` really achieves;
 * the layers reading the image keep every input channel (the official code drops colour planes once
   a < 0.83; a 1- or 3-channel input saves almost nothing and losing a colour plane hurts);
 * the target is a channel sparsity (official: the FLOPs of the uniformly thinned model), a FLOPs fraction
-  or a parameter fraction (``target``).
+  or a parameter fraction (``target``); ``finalize`` keeps the integer widths within it, and
+  ``budget_report`` reports that quantity, not the weight sparsity (which channel pruning leaves low).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,32 +31,69 @@ from torch import nn
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import initial_densities, set_layer_densities
 from harp_prune.pruning.budget import bisect_offset
-from harp_prune.pruning.graph import ModelTrace, channel_links, trace_layers
+from harp_prune.pruning.graph import ModelTrace, conv_groups, is_depthwise, trace_layers
 from harp_prune.pruning.harp import HarpPruner
-from harp_prune.pruning.masked import ChannelMaskedLayer, Prunable, WeightMask, fan_in, masked_layers
-from harp_prune.pruning.rates import kept_count
+from harp_prune.pruning.masked import PRUNABLE_TYPES, Prunable, WeightMask, fan_in, masked_layers
 
 TARGETS = ("channels", "flops", "params")
+
+
+class ChannelMaskedLayer(WeightMask):
+    """Input-channel masking (method.md §6): one score per input channel, the mask zeroes W[:, c, ...].
+
+    Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but the unit's (the
+    official code's reshape groups contiguous chunks of the out-major tensor instead). A depthwise conv's
+    weight is [C, 1, k, k]: input channel c is its row c, so its unit axis is 0. A grouped conv's dimension 1
+    is the position within a group: one unit prunes that position in every group, so the groups stay equal.
+    """
+
+    def __init__(self, weight: torch.Tensor, min_keep: float = 0.0, module: nn.Module | None = None) -> None:
+        if not isinstance(module, PRUNABLE_TYPES):
+            raise HarpError(f"harp-channel masks the input channels of Conv2d/Linear layers, not a "
+                            f"{type(module).__name__}'s parameter; exclude it (prune.exclude) or use --method harp")
+        # set before WeightMask.__init__, which asks initial_scores for the scores' shape
+        self.groups = conv_groups(module)
+        self.depthwise = is_depthwise(module)
+        super().__init__(weight, min_keep, module)
+
+    @property
+    def unit_dim(self) -> int:
+        """The weight dimension the mask ranks: 0 (output = input channel) for depthwise convs, else 1."""
+        return 0 if self.depthwise else 1
+
+    def initial_scores(self, weight: torch.Tensor) -> torch.Tensor:
+        return channel_l1(weight, self.unit_dim)
+
+    def mask_view_shape(self) -> tuple[int, ...]:
+        shape = [1] * len(self.weight_shape)
+        shape[self.unit_dim] = self.units
+        return tuple(shape)
+
+
+def channel_l1(weight: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """The L1 norm of the weights each unit along ``unit_dim`` masks."""
+    return weight.detach().abs().sum(dim=[d for d in range(weight.dim()) if d != unit_dim])
 
 
 class ChannelCost:
     """FLOPs and prunable-parameter counts of a channel-pruned model as functions of the group keep-ratios.
 
-    Layer l with C_in x C_out weights, kernel k and P output positions costs 2 * C_in * C_out * k * P FLOPs
-    (a multiply and an add per MAC; biases, BatchNorm and activations are not counted) and C_in * C_out * k
-    parameters. Pruned, C_in is scaled by its group's keep-ratio and C_out by the keep-ratio of the group its
-    output is linked to (1 when no group's removal reaches it).
+    Layer l with P connected channel pairs (C_in * C_out / groups), kernel k and O output positions (summed
+    over its calls) costs 2 * P * k * O FLOPs (a multiply and an add per MAC; biases, BatchNorm and
+    activations are not counted) and P * k parameters. Pruned, the pairs scale by the keep-ratio of the
+    layer's group and by that of the group its output channels are linked to (1 when no group's removal
+    reaches them; a depthwise conv's outputs are its inputs, so they are not scaled twice).
     """
 
-    def __init__(self, trace: ModelTrace, links: dict[int, str]) -> None:
+    def __init__(self, trace: ModelTrace) -> None:
         self.trace = trace
-        produced = {producer: group for group, producer in links.items()}
+        produced = trace.produced()
         self.names = list(trace.layers)
         self.in_group = [trace.layers[n].group for n in self.names]
         self.out_group = [produced.get(n, -1) for n in self.names]
         self.params_per_pair = [trace.layers[n].layer.weight[0, 0].numel() for n in self.names]
         self.flops_per_pair = [2 * trace.layers[n].macs_per_pair for n in self.names]
-        self.pairs = [trace.layers[n].in_channels * trace.layers[n].out_channels for n in self.names]
+        self.pairs = [trace.layers[n].pairs for n in self.names]
 
     def measure(self, ratios: Sequence[torch.Tensor | float], kind: str) -> torch.Tensor | float:
         """FLOPs ('flops') or parameters ('params') at per-group keep-ratios ``ratios``."""
@@ -103,12 +144,10 @@ class HarpChannelPruner(HarpPruner):
         if self.input_shape is None:
             raise HarpError("harp-channel needs the input shape (C, H, W) to trace layer shapes; pass input_shape")
         self.trace = trace_layers(model, self.input_shape)
-        links = {group: link.producer for group, link in channel_links(model, self.trace.groups).items()}
-        self.cost = ChannelCost(self.trace, links)
+        self.cost = ChannelCost(self.trace)
         dense = self.cost.dense(self.kind)
-        if self.target == "channels":
-            uniform = [1.0 if g == self.trace.input_group else self.target_density
-                       for g in range(len(self.trace.groups))]
+        if self.target == "channels":  # the groups that can be thinned, thinned uniformly
+            uniform = [1.0 if self._keeps_all(g) else self.target_density for g in range(len(self.trace.groups))]
             self.budget = float(self.cost.measure(uniform, "flops"))
         else:
             self.budget = self.target_density * dense
@@ -120,6 +159,11 @@ class HarpChannelPruner(HarpPruner):
         self.group_layers = [layers[members[0]] for members in self.trace.groups]  # type: ignore[misc]
         return layers
 
+    def _keeps_all(self, group: int) -> bool:
+        """The image's group and frozen groups keep every channel."""
+        assert self.trace is not None
+        return group == self.trace.input_group or group in self.trace.frozen
+
     def adopt(self, model: nn.Module) -> None:
         super().adopt(model)
         if self.trace is None:
@@ -128,24 +172,21 @@ class HarpChannelPruner(HarpPruner):
     @torch.no_grad()
     def initialize(self, layers: list[WeightMask]) -> None:
         assert self.trace is not None
-        by_name = masked_layers(self._wrapping)
+        by_name: dict[str, ChannelMaskedLayer] = masked_layers(self._wrapping)  # type: ignore[assignment]
         densities = dict(zip(by_name, initial_densities(self, layers), strict=True))
         for index, members in enumerate(self.trace.groups):
+            if self._keeps_all(index):  # no shared mask needed: every member keeps everything
+                for member in members:
+                    by_name[member].min_keep = 1.0
+                continue
             head = by_name[members[0]]
-            shapes = {tuple(by_name[m].scores.shape) for m in members}
-            if len(shapes) > 1:
-                raise HarpError(f"layers {members} read the same tensor but have different input widths; "
-                                "exclude them from channel pruning")
-            scores = sum(_scaled_l1(by_name[m].weight) for m in members)
-            head.scores.copy_(scores)
+            head.scores.copy_(sum(_scaled_l1(by_name[m]) for m in members))
             for member in members[1:]:  # one shared score vector and rate: one mask for the whole group
                 by_name[member].scores = head.scores
                 by_name[member].rate = head.rate
-            min_keep = 1.0 if index == self.trace.input_group else self.min_keep
             for member in members:
-                by_name[member].min_keep = min_keep
-            if min_keep < 1.0:
-                set_layer_densities([head], [densities[members[0]]])
+                by_name[member].min_keep = self.min_keep
+            set_layer_densities([head], [densities[members[0]]])
 
     def ratios(self, realised: bool = False) -> list[torch.Tensor | float]:
         """Per-group keep-ratios: soft (differentiable) or as the integer masks realise them."""
@@ -169,22 +210,44 @@ class HarpChannelPruner(HarpPruner):
 
     @torch.no_grad()
     def finalize(self) -> float:
-        """Shift every group's rate logit by one δ: the largest realised size at or under the budget."""
+        """Shift every group's rate logit by one δ: the largest whose integer widths stay at or under the budget.
+
+        Each candidate δ is evaluated by applying it (``rate.add_(δ)`` on the float32 rates) and counting
+        the widths the masks then keep, so the chosen δ realises exactly the size it was chosen for.
+        """
         assert self.cost is not None
-        cost = self.cost
-        heads = self.group_layers
+        cost, heads = self.cost, self.group_layers
+        learned = [layer.rate.detach().clone() for layer in heads]
 
         def size(offset: float) -> float:
-            ratios = []
-            for layer in heads:
-                sig = 1.0 / (1.0 + math.exp(-(float(layer.rate) + offset)))
-                ratios.append(kept_count(layer.min_keep + (1.0 - layer.min_keep) * sig, layer.units) / layer.units)
-            return float(cost.measure(ratios, self.kind))
+            for layer, rate in zip(heads, learned, strict=True):
+                layer.rate.copy_(rate).add_(offset)
+            return float(cost.measure(self.ratios(realised=True), self.kind))
 
         shift = bisect_offset(size, self.budget, closest=False)
-        for layer in heads:
-            layer.rate.add_(shift)
+        realised = size(shift)
+        if realised > self.budget:
+            for layer, rate in zip(heads, learned, strict=True):
+                layer.rate.copy_(rate)
+            dense = cost.dense(self.kind)
+            frozen = len(self.trace.frozen)  # type: ignore[union-attr]
+            raise HarpError(
+                f"harp-channel cannot meet its {self.kind} budget of {self.budget / dense:.4f} of the dense model: "
+                f"the smallest widths a common rate shift reaches cost {realised / dense:.4f} (every group at its "
+                f"floor a_min, the image channels{f' and {frozen} frozen groups' if frozen else ''} kept whole); "
+                "lower prune.alpha or the sparsity")
         return shift
+
+    def budget_report(self) -> dict[str, Any]:
+        """The budget in the target's own quantity (FLOPs or parameters), with realised channels and weights."""
+        assert self.cost is not None and self.trace is not None
+        pruned = [i for i in range(len(self.group_layers)) if not self._keeps_all(i)]
+        heads = [self.group_layers[i] for i in pruned]
+        channels = sum(h.kept_units() for h in heads) / max(1, sum(h.units for h in heads))
+        realised = self.realised()
+        return {**super().budget_report(), "quantity": self.kind, "sparsity_of": self.target,
+                "target": self.budget / self.cost.dense(self.kind), "realised": realised[self.kind],
+                "flops": realised["flops"], "params": realised["params"], "channels": channels}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         row = super().end_epoch(epoch)
@@ -195,7 +258,7 @@ class HarpChannelPruner(HarpPruner):
         return {**super().describe(), "target": self.target, "input_shape": self.input_shape}
 
 
-def _scaled_l1(weight: torch.Tensor) -> torch.Tensor:
-    """Per-input-channel L1 norm, scaled as HYDRA scales scores: sqrt(6 / fan_in) * l1 / max(l1)."""
-    l1 = weight.detach().abs().sum(dim=[d for d in range(weight.dim()) if d != 1])
-    return math.sqrt(6.0 / fan_in(weight)) * l1 / l1.max().clamp_min(1e-12)
+def _scaled_l1(layer: ChannelMaskedLayer) -> torch.Tensor:
+    """Per-unit L1 norm, scaled as HYDRA scales scores: sqrt(6 / fan_in) * l1 / max(l1)."""
+    l1 = channel_l1(layer.weight, layer.unit_dim)
+    return math.sqrt(6.0 / fan_in(layer.weight)) * l1 / l1.max().clamp_min(1e-12)

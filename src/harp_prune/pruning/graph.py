@@ -1,22 +1,30 @@
 """What channel pruning needs to know about a model's graph, found by tracing instead of hard-coding.
 
-Two tracers, one per question:
+``trace_layers`` answers every question with two tracers:
 
-* ``trace_layers`` runs one forward pass on a dummy input with forward hooks on every Conv2d/Linear
-  (masked or not). It records each layer's output spatial size (for FLOPs) and which layers read the
-  *same input tensor* (tie groups: they must share one input-channel mask, e.g. a ResNet block's first
-  conv and its 1x1 shortcut). This works for any model that runs, whatever its Python code does.
-* ``channel_links`` traces the graph symbolically (torch.fx) to find, for each tie group, the layer that
-  *produces* its input through channel-wise operations only (BatchNorm, ReLU, pooling, dropout). Where
-  such a producer exists and nothing else reads the intermediate tensors, dropping input channel c of
-  the group also drops output channel c of the producer and its BatchNorm entries. Residual additions,
-  flattening into a Linear, concatenations and anything unknown break the link; the consumers then
-  select their kept channels with an index gather instead (correct, just less saving).
+* a forward pass on a dummy input with hooks on every Conv2d/Linear (masked or not) records each call's
+  output size (for FLOPs; a module called twice costs twice) and which calls read the *same tensor*. Layers
+  reading one tensor, and the tensors one layer reads (a module used twice), must share one input-channel
+  mask: they form a tie group. This works for any model that runs, whatever its Python code does.
+* a symbolic trace (torch.fx) finds, for each tensor a group reads (a *source*), the layer that produces it
+  through channel-wise operations only (BatchNorm, ReLU, pooling, dropout). Where such a producer exists,
+  is called once and nothing else reads the intermediate tensors, dropping input channel c of the group
+  also drops output channel c of the producer and its BatchNorm entries. Residual additions, flattening
+  into a Linear, concatenations and anything unknown break the link; the readers then select their kept
+  channels with an index gather instead (correct, just less saving).
+
+Depthwise convolutions (groups == in_channels == out_channels) tie their input and output channels: the
+group a depthwise conv feeds through channel-wise ops is merged into the conv's own group, so one mask
+removes channel c before, in and after it. Grouped convolutions rank positions within a group (one unit
+prunes that position in every group, which keeps the groups equal) and are never producers. A group
+that cannot be slimmed consistently (e.g. a depthwise conv whose output also feeds a residual sum) is
+*frozen*: it keeps every channel, and ``frozen`` says why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,50 +35,110 @@ from harp_prune.errors import HarpError
 from harp_prune.pruning.masked import PRUNABLE_TYPES, prunable_modules
 
 
+def conv_groups(layer: nn.Module) -> int:
+    """The ``groups`` of a Conv2d (1 for a Linear)."""
+    return int(getattr(layer, "groups", 1))
+
+
+def is_depthwise(layer: nn.Module) -> bool:
+    """A conv whose every input channel feeds only the output channel of the same index."""
+    groups = conv_groups(layer)
+    return groups > 1 and groups == layer.in_channels == layer.out_channels
+
+
+def unit_blocks(layer: nn.Module) -> int:
+    """How many input channels one mask unit stands for: the group count of a grouped (not depthwise) conv."""
+    return 1 if is_depthwise(layer) else conv_groups(layer)
+
+
+def expand_units(units: Sequence[int], layer: nn.Module) -> list[int]:
+    """The input-channel indices of kept mask units: unit i of a grouped conv is position i of every group."""
+    blocks = unit_blocks(layer)
+    if blocks == 1:
+        return list(units)
+    per_group = layer.in_channels // blocks
+    return [block * per_group + unit for block in range(blocks) for unit in units]
+
+
 @dataclass
 class LayerTrace:
     """One prunable layer as seen in a traced forward pass."""
 
     name: str
     layer: nn.Module  # the plain Conv2d/Linear
-    order: int  # execution order
-    group: int  # index of the tie group (layers reading the same input tensor)
-    out_spatial: int  # H_out * W_out for convs; the product of the non-feature dims per example for linears
+    order: int  # execution order of its first call
+    group: int  # index of its tie group
+    out_spatial: int  # output positions per example and channel, summed over its calls
+    calls: int = 1
 
     @property
-    def in_channels(self) -> int:
-        return self.layer.weight.shape[1]
-
-    @property
-    def out_channels(self) -> int:
-        return self.layer.weight.shape[0]
+    def pairs(self) -> int:
+        """Connected (input channel, output channel) pairs: C_out * C_in / groups."""
+        return self.layer.weight.shape[0] * self.layer.weight.shape[1]
 
     @property
     def macs_per_pair(self) -> int:
-        """Multiply-accumulates per (input channel, output channel) pair: k_h * k_w * output positions."""
-        kernel = self.layer.weight[0, 0].numel()
-        return kernel * self.out_spatial
+        """Multiply-accumulates per connected channel pair: k_h * k_w * output positions (all calls)."""
+        return self.layer.weight[0, 0].numel() * self.out_spatial
+
+
+@dataclass
+class Source:
+    """One tensor a tie group's layers read, and the layer whose output channels go with the group's mask."""
+
+    readers: list[str]  # layers reading it
+    producer: str | None = None  # None: the readers gather their kept channels from the full tensor
+    batchnorms: list[str] = field(default_factory=list)  # between producer and readers, sliced with them
 
 
 @dataclass
 class ModelTrace:
     layers: dict[str, LayerTrace]
     groups: list[list[str]]  # tie groups in execution order of their first member
+    sources: list[list[Source]]  # per group: the tensors its members read
     input_group: int  # the group reading the image (its channels are never pruned)
+    frozen: dict[int, str] = field(default_factory=dict)  # groups that keep every channel, and why
+
+    def gathers(self, name: str) -> bool:
+        """Whether layer ``name`` selects its kept input channels from a full-width tensor."""
+        return any(source.producer is None for source in self.sources[self.layers[name].group]
+                   if name in source.readers)
+
+    def produced(self) -> dict[str, int]:
+        """{producer: the group its output channels follow} for producers that are not depthwise."""
+        return {source.producer: index for index, sources in enumerate(self.sources) for source in sources
+                if source.producer is not None and not is_depthwise(self.layers[source.producer].layer)}
+
+
+class _Ties:
+    """Union-find over layers and tensors: what must share one channel mask."""
+
+    def __init__(self) -> None:
+        self.parent: dict[Hashable, Hashable] = {}
+
+    def find(self, key: Hashable) -> Hashable:
+        self.parent.setdefault(key, key)
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def union(self, a: Hashable, b: Hashable) -> None:
+        self.parent[self.find(a)] = self.find(b)
 
 
 @torch.no_grad()
-def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> ModelTrace:
-    """Run ``model`` once on zeros of shape (1, *input_shape) with hooks on every Conv2d/Linear."""
+def _record_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[dict[str, nn.Module], list[tuple]]:
+    """(plain layers by name, [(name, input tensor, output tensor)] in execution order) of one dummy pass."""
     prunable = dict(prunable_modules(model))
     if not prunable:
         raise HarpError("the model has no Conv2d or Linear layer to prune")
     hooked = {name: module for name, module in model.named_modules() if name in prunable}
-    records: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # keeps the tensors alive, so ids stay unique
+    calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # keeps the tensors alive, so ids stay unique
 
     def hook(name: str):
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            records.append((name, inputs[0], output))
+            calls.append((name, inputs[0], output))
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in hooked.items()]
@@ -86,22 +154,80 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> ModelTrace:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    group_of_input: dict[int, int] = {}
-    groups: list[list[str]] = []
-    layers: dict[str, LayerTrace] = {}
-    for order, (name, x, y) in enumerate(records):
-        if name in layers:
-            raise HarpError(f"layer '{name}' runs twice in one forward pass; channel pruning needs each "
-                            "Conv2d/Linear used once (share weights explicitly or exclude it)")
-        group = group_of_input.setdefault(id(x), len(groups))
-        if group == len(groups):
-            groups.append([])
-        groups[group].append(name)
-        layers[name] = LayerTrace(name, prunable[name], order, group, int(y[0, 0].numel() if y.dim() > 2 else 1))
-    missing = set(prunable) - set(layers)
+    missing = set(prunable) - {name for name, _, _ in calls}
     if missing:
         raise HarpError(f"layers {sorted(missing)} did not run on the dummy input; remove or exclude them")
-    return ModelTrace(layers, groups, input_group=0)
+    return prunable, calls
+
+
+def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> ModelTrace:
+    """Tie groups, their sources and producers, and layer output sizes of ``model`` on (1, *input_shape)."""
+    prunable, calls = _record_calls(model, input_shape)
+    ties = _Ties()
+    tensor_of_call = []
+    for name, x, _ in calls:
+        ties.union(("layer", name), ("tensor", id(x)))
+        tensor_of_call.append(id(x))
+    links = _links(model, prunable, [name for name, _, _ in calls], tensor_of_call)
+    for tensor, (producer, _) in links.items():
+        if is_depthwise(prunable[producer]):  # its output channels are its input channels
+            ties.union(("layer", producer), ("tensor", tensor))
+
+    first_call: dict[str, int] = {}
+    spatial: Counter[str] = Counter()
+    for order, (name, _, y) in enumerate(calls):
+        first_call.setdefault(name, order)
+        spatial[name] += int(y[0, 0].numel() if y.dim() > 2 else 1)
+    roots: dict[Hashable, int] = {}
+    groups: list[list[str]] = []
+    for name in sorted(first_call, key=first_call.__getitem__):
+        index = roots.setdefault(ties.find(("layer", name)), len(groups))
+        if index == len(groups):
+            groups.append([])
+        groups[index].append(name)
+    call_counts = Counter(name for name, _, _ in calls)
+    layers = {name: LayerTrace(name, prunable[name], first_call[name], roots[ties.find(("layer", name))],
+                               spatial[name], call_counts[name]) for name in first_call}
+
+    sources: list[list[Source]] = [[] for _ in groups]
+    readers: dict[int, list[str]] = {}
+    for (name, _, _), tensor in zip(calls, tensor_of_call, strict=True):
+        if name not in readers.setdefault(tensor, []):
+            readers[tensor].append(name)
+    for tensor, names in readers.items():
+        producer, batchnorms = links.get(tensor, (None, []))
+        sources[layers[names[0]].group].append(Source(names, producer, batchnorms))
+    trace = ModelTrace(layers, groups, sources, input_group=layers[calls[0][0]].group)
+    _settle(trace)
+    return trace
+
+
+def _settle(trace: ModelTrace) -> None:
+    """Freeze the groups that cannot be slimmed, and unlink sources whose readers must gather anyway."""
+    for index, members in enumerate(trace.groups):
+        widths = {trace.layers[m].layer.weight.shape[0 if is_depthwise(trace.layers[m].layer) else 1]
+                  for m in members}
+        blocks = {unit_blocks(trace.layers[m].layer) for m in members}
+        if len(widths) > 1 or len(blocks) > 1:
+            trace.frozen[index] = (f"layers {members} must share one channel mask but rank different units "
+                                   "(e.g. a grouped conv beside a plain one)")
+    depthwise_producers = {s.producer for sources in trace.sources for s in sources if s.producer is not None}
+    for name, layer in trace.layers.items():
+        if is_depthwise(layer.layer) and name not in depthwise_producers:
+            trace.frozen.setdefault(layer.group, f"depthwise conv '{name}' feeds something other than one group "
+                                                 "of layers through channel-wise ops, so its channels stay")
+    changed = True
+    while changed:  # a layer gathering from one source gathers from all: those must stay full width
+        changed = False
+        for index, sources in enumerate(trace.sources):
+            for source in sources:
+                if source.producer is None or not any(trace.gathers(r) for r in source.readers):
+                    continue
+                if is_depthwise(trace.layers[source.producer].layer):  # its output cannot stay full width
+                    trace.frozen.setdefault(index, f"depthwise conv '{source.producer}' feeds a layer that "
+                                                   "also reads a tensor it must gather from")
+                source.producer, source.batchnorms = None, []
+                changed = True
 
 
 # ---------------------------------------------------------------------------------------------- fx links
@@ -116,23 +242,11 @@ CHANNELWISE_FUNCTIONS = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.re
 CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
 
 
-@dataclass
-class ChannelLink:
-    """The producer of a tie group's input, and the BatchNorms in between (by module name)."""
-
-    producer: str
-    batchnorms: list[str] = field(default_factory=list)
-
-
 class _LeafTracer(fx.Tracer):
     """Keeps every Conv2d/Linear opaque, masked ones too (their parametrized class is made at run time)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, PRUNABLE_TYPES) or super().is_leaf_module(m, qualname)
-
-
-def _module_name(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
-    return node.target if node.op == "call_module" and node.target in modules else None  # type: ignore[return-value]
 
 
 def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -145,52 +259,52 @@ def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
-def _is_prunable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    return node.op == "call_module" and isinstance(modules.get(node.target), PRUNABLE_TYPES)  # type: ignore[arg-type]
+def _links(model: nn.Module, prunable: dict[str, nn.Module], call_names: list[str],
+           call_tensors: list[int]) -> dict[int, tuple[str, list[str]]]:
+    """{input tensor id: (producer, BatchNorms in between)} for the tensors whose channels can go with a producer.
 
-
-def channel_links(model: nn.Module, groups: list[list[str]]) -> dict[int, ChannelLink]:
-    """For each tie group index, the producer whose output channels can be dropped with the group's inputs.
-
-    A group is linked when its members' input comes from exactly one Conv2d/Linear through channel-wise ops
-    only, every tensor on that path is read by nothing but the next op on the path (the last one: by the
-    group's members only), and the producer's output has the channel axis the group prunes (a Linear
-    after a flatten does not). Returns {} when the model cannot be traced symbolically.
+    A tensor is linked when it comes from exactly one Conv2d/Linear of the same kind as its readers, called
+    once and not a grouped conv, through channel-wise ops only, each module on the path called once, and
+    every tensor on that path is read by nothing but the next op on the path (the last one: by the
+    prunable layers only). The fx calls are matched to the hooked calls by order; returns {} when the model
+    cannot be traced symbolically or the two traces disagree.
     """
     modules = dict(model.named_modules())
     try:
         graph = _LeafTracer().trace(model)
     except Exception:  # dynamic control flow etc.: fall back to gathers everywhere
         return {}
-    node_of = {n.target: n for n in graph.nodes if n.op == "call_module"}
-    links: dict[int, ChannelLink] = {}
-    for index, members in enumerate(groups):
-        nodes = [node_of.get(name) for name in members]
-        if any(n is None for n in nodes):
-            continue
-        source = nodes[0].args[0]  # type: ignore[union-attr]
-        if not isinstance(source, fx.Node) or any(n.args[0] is not source for n in nodes):  # type: ignore[union-attr]
-            continue
-        allowed_users = set(nodes)
-        batchnorms: list[str] = []
-        current = source
-        linked = True
-        while not _is_prunable(current, modules):
-            if not _is_channelwise(current, modules) or set(current.users) - allowed_users:
-                linked = False
+    module_calls = Counter(str(n.target) for n in graph.nodes if n.op == "call_module")
+    layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target in prunable]
+    if [n.target for n in layer_nodes] != call_names:
+        return {}
+    readers_of: dict[fx.Node, set[fx.Node]] = {}
+    tensor_of: dict[fx.Node, int] = {}
+    for node, tensor in zip(layer_nodes, call_tensors, strict=True):
+        source = node.args[0] if node.args else None
+        if not isinstance(source, fx.Node) or tensor_of.setdefault(source, tensor) != tensor:
+            return {}
+        readers_of.setdefault(source, set()).add(node)
+    links: dict[int, tuple[str, list[str]]] = {}
+    for source, readers in readers_of.items():
+        allowed, current, batchnorms = set(readers), source, []
+        while current.target not in prunable or current.op != "call_module":
+            if set(current.users) - allowed or not _is_channelwise(current, modules):
                 break
-            name = _module_name(current, modules)
-            if name is not None and isinstance(modules[name], (nn.BatchNorm1d, nn.BatchNorm2d)):
-                batchnorms.append(name)
-            allowed_users = {current}
+            if current.op == "call_module":
+                if module_calls[str(current.target)] > 1:  # slicing it would change its other uses too
+                    break
+                if isinstance(modules[current.target], nn.BatchNorm1d | nn.BatchNorm2d):  # type: ignore[index]
+                    batchnorms.append(str(current.target))
+            allowed = {current}
             if not current.args or not isinstance(current.args[0], fx.Node):
-                linked = False
                 break
             current = current.args[0]
-        if not linked or set(current.users) - allowed_users:
-            continue
-        producer = current.target
-        if producer in members:  # a layer feeding itself cannot happen in a DAG; be safe
-            continue
-        links[index] = ChannelLink(str(producer), batchnorms)
+        else:
+            producer = prunable[str(current.target)]
+            kinds = {isinstance(prunable[str(r.target)], nn.Conv2d) for r in readers}
+            if (not set(current.users) - allowed and module_calls[str(current.target)] == 1
+                    and kinds == {isinstance(producer, nn.Conv2d)}
+                    and (conv_groups(producer) == 1 or is_depthwise(producer))):
+                links[tensor_of[source]] = (str(current.target), batchnorms)
     return links

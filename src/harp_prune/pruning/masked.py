@@ -150,6 +150,10 @@ class WeightMask(nn.Module):
         """The mask as a view that broadcasts over the weight (the weight's own shape for weight masks)."""
         return self.mask().view(self.mask_view_shape())
 
+    def masked_weight(self) -> torch.Tensor:
+        """W * M as every holder of the parameter reads it (without the STE's graph)."""
+        return self.weight.detach() * self.weight_mask()
+
     def _is_fresh(self) -> bool:
         """Whether the cached mask was computed from the current values of S, r and the bounds."""
         if self._seen is None or self._mask is None or not self.reuse_mask:
@@ -203,30 +207,6 @@ class WeightMask(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kept={self.kept()}/{self.numel}"
-
-
-class ChannelMaskedLayer(WeightMask):
-    """Input-channel masking: one score per input channel, the mask zeroes W[:, c, ...].
-
-    Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but 1 (the official
-    code's reshape groups contiguous chunks of the out-major tensor instead). Grouped convolutions are
-    refused: their weight's dimension 1 is not the input-channel axis.
-    """
-
-    def __init__(self, weight: torch.Tensor, min_keep: float = 0.0, module: nn.Module | None = None) -> None:
-        if not isinstance(module, PRUNABLE_TYPES):
-            raise HarpError(f"channel pruning masks the input channels of Conv2d/Linear layers, not of a "
-                            f"{type(module).__name__}'s parameter; exclude it (prune.exclude) or use --method harp")
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
-            raise HarpError("channel masking needs groups=1 convolutions; exclude grouped convs from pruning")
-        super().__init__(weight, min_keep, module)
-
-    def initial_scores(self, weight: torch.Tensor) -> torch.Tensor:
-        dims = [d for d in range(weight.dim()) if d != 1]
-        return weight.abs().sum(dim=dims)
-
-    def mask_view_shape(self) -> tuple[int, ...]:
-        return (1, self.units) + (1,) * (len(self.weight_shape) - 2)
 
 
 # ------------------------------------------------------------------------------------------ what is pruned
