@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harp_prune.errors import HarpError
 from harp_prune.export import export_model, load_sparse, sparsify_linears, zeroed_model
-from harp_prune.pruning import PRUNERS, build_pruner, masked_layers, sparsity_report
+from harp_prune.pruning import PRUNERS, Prunable, build_pruner, masked_layers, sparsity_report
 from harp_prune.pruning.budget import budget_slack
 
 
@@ -168,7 +169,41 @@ def test_tiny_vit_every_method_and_export(method, tmp_path):
 
 
 def test_channel_pruning_refuses_attention_with_a_clear_message():
-    from harp_prune.errors import HarpError
-
     with pytest.raises(HarpError, match="exclude"):
         build_pruner("harp-channel", 0.5, input_shape=(1, 12, 12)).attach(TinyViT())
+
+
+@pytest.mark.parametrize("target", ["channels", "flops"])
+def test_unseen_cnn_channel_harp_and_every_export(target, tmp_path):
+    torch.manual_seed(0)
+    model = UnseenCNN()
+    with pytest.raises(HarpError, match="shared by several layers"):
+        build_pruner("harp-channel", 0.5, input_shape=(1, 12, 12)).attach(UnseenCNN())
+    tied = ("tied_in", "tied_out")  # one weight read by two layers: channel masks would have to agree
+    pruner = build_pruner("harp-channel", 0.5, target=target, input_shape=(1, 12, 12),
+                          prunable=Prunable(exclude=tied))
+    pruner.attach(model)
+    optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=0.1)
+    for _ in range(3):
+        x, y = torch.rand(8, 1, 12, 12), torch.randint(0, 10, (8,))
+        (F.cross_entropy(model(x), y) + pruner.penalty(0)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    pruner.finalize()
+    model.eval()
+    budget = pruner.budget_report()
+    assert budget["realised"] <= budget["target"] + 1e-9
+    report = sparsity_report(model)
+    assert report.total == sum(v for k, v in CNN_PRUNABLE.items() if k not in tied)
+    assert [layer.name for layer in report.dense_layers] == ["tied_in"]
+    for name, difference in _check_exports(model, UnseenCNN, tmp_path).items():
+        assert difference < 1e-4, (name, difference)
+    x = torch.rand(6, 1, 12, 12)
+    with torch.no_grad():
+        expected = model(x)
+    export_model(model, "slim", tmp_path / "m.slim.pt", (1, 12, 12))
+    from harp_prune.export import load_slim
+
+    slim = load_slim(tmp_path / "m.slim.pt", model=UnseenCNN())
+    with torch.no_grad():
+        assert float((slim(x) - expected).abs().max()) < 1e-4

@@ -33,7 +33,7 @@ from harp_prune.pruning.base import initial_densities, set_layer_densities
 from harp_prune.pruning.budget import bisect_offset
 from harp_prune.pruning.graph import ModelTrace, conv_groups, is_depthwise, trace_layers
 from harp_prune.pruning.harp import HarpPruner
-from harp_prune.pruning.masked import PRUNABLE_TYPES, Prunable, WeightMask, fan_in, masked_layers
+from harp_prune.pruning.masked import PRUNABLE_TYPES, Prunable, WeightMask, fan_in, find_sites, masked_layers
 
 TARGETS = ("channels", "flops", "params")
 
@@ -134,7 +134,7 @@ class HarpChannelPruner(HarpPruner):
         self.trace: ModelTrace | None = None
         self.cost: ChannelCost | None = None
         self.budget = 0.0
-        self.group_layers: list[ChannelMaskedLayer] = []  # one representative per tie group
+        self.group_layers: list[ChannelMaskedLayer | None] = []  # one representative per tie group
 
     @property
     def kind(self) -> str:
@@ -143,7 +143,17 @@ class HarpChannelPruner(HarpPruner):
     def attach(self, model: nn.Module) -> dict[str, WeightMask]:
         if self.input_shape is None:
             raise HarpError("harp-channel needs the input shape (C, H, W) to trace layer shapes; pass input_shape")
+        selected = find_sites(model, self.prunable)[0]
+        for site in selected.values():
+            holders = {owner_name for owner_name, _, _ in site.owners}
+            if len({id(module) for _, module, _ in site.owners}) > 1:
+                raise HarpError(f"harp-channel cannot mask input channels of a weight shared by several layers "
+                                f"({', '.join(sorted(holders))}); exclude them (prune.exclude) or use --method harp")
         self.trace = trace_layers(model, self.input_shape)
+        for index, members in enumerate(self.trace.groups):  # a group with an excluded reader keeps its channels
+            excluded = [m for m in members if m not in selected]
+            if excluded:
+                self.trace.frozen.setdefault(index, f"layer(s) {excluded} are excluded from pruning")
         self.cost = ChannelCost(self.trace)
         dense = self.cost.dense(self.kind)
         if self.target == "channels":  # the groups that can be thinned, thinned uniformly
@@ -156,7 +166,9 @@ class HarpChannelPruner(HarpPruner):
             layers = super().attach(model)
         finally:
             del self._wrapping
-        self.group_layers = [layers[members[0]] for members in self.trace.groups]  # type: ignore[misc]
+        # one representative per group; None where no member carries a mask (all excluded: always whole)
+        self.group_layers = [next((layers[m] for m in members if m in layers), None)  # type: ignore[misc]
+                             for members in self.trace.groups]
         return layers
 
     def _keeps_all(self, group: int) -> bool:
@@ -177,7 +189,8 @@ class HarpChannelPruner(HarpPruner):
         for index, members in enumerate(self.trace.groups):
             if self._keeps_all(index):  # no shared mask needed: every member keeps everything
                 for member in members:
-                    by_name[member].min_keep = 1.0
+                    if member in by_name:
+                        by_name[member].min_keep = 1.0
                 continue
             head = by_name[members[0]]
             head.scores.copy_(sum(_scaled_l1(by_name[m]) for m in members))
@@ -191,8 +204,8 @@ class HarpChannelPruner(HarpPruner):
     def ratios(self, realised: bool = False) -> list[torch.Tensor | float]:
         """Per-group keep-ratios: soft (differentiable) or as the integer masks realise them."""
         if realised:
-            return [layer.kept_units() / layer.units for layer in self.group_layers]
-        return [layer.keep_ratio() for layer in self.group_layers]
+            return [1.0 if layer is None else layer.kept_units() / layer.units for layer in self.group_layers]
+        return [1.0 if layer is None else layer.keep_ratio() for layer in self.group_layers]
 
     def soft_size(self) -> torch.Tensor:
         assert self.cost is not None
@@ -216,7 +229,7 @@ class HarpChannelPruner(HarpPruner):
         the widths the masks then keep, so the chosen δ realises exactly the size it was chosen for.
         """
         assert self.cost is not None
-        cost, heads = self.cost, self.group_layers
+        cost, heads = self.cost, [layer for layer in self.group_layers if layer is not None]
         learned = [layer.rate.detach().clone() for layer in heads]
 
         def size(offset: float) -> float:
@@ -242,7 +255,7 @@ class HarpChannelPruner(HarpPruner):
         """The budget in the target's own quantity (FLOPs or parameters), with realised channels and weights."""
         assert self.cost is not None and self.trace is not None
         pruned = [i for i in range(len(self.group_layers)) if not self._keeps_all(i)]
-        heads = [self.group_layers[i] for i in pruned]
+        heads = [head for i in pruned if (head := self.group_layers[i]) is not None]
         channels = sum(h.kept_units() for h in heads) / max(1, sum(h.units for h in heads))
         realised = self.realised()
         return {**super().budget_report(), "quantity": self.kind, "sparsity_of": self.target,
