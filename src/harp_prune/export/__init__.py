@@ -6,6 +6,7 @@ reports sizes; it is what ``harp export`` calls. See docs/export.md.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from harp_prune.export.onnx import export_onnx, onnx_max_error
 from harp_prune.export.slim import ChannelSelect, SlimPlan, load_slim, save_slim, slim_model
 from harp_prune.export.sparse import entropy_bytes, load_sparse, save_sparse
 from harp_prune.export.zeroed import zeroed_model, zeroed_state_dict
+from harp_prune.files import atomic_output, check_output_file
 
 FORMATS = ("zeroed", "sparse", "slim", "onnx")
 SUFFIX = {"zeroed": ".zeroed.pt", "sparse": ".sparse.safetensors", "slim": ".slim.pt", "onnx": ".onnx"}
@@ -24,6 +26,13 @@ SUFFIX = {"zeroed": ".zeroed.pt", "sparse": ".sparse.safetensors", "slim": ".sli
 
 def _file_size(path: Path) -> int:
     return path.stat().st_size
+
+
+def _torch_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """torch.save into memory: its size is the dense file's, and a plain write of it reports a full disk clearly."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path | None = None,
@@ -39,38 +48,35 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path | Non
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise HarpError(f"checkpoint {checkpoint} does not exist; give a <stage>/final.pt from 'harp run'")
+    suffix = ".slim.onnx" if fmt == "onnx" and slim else SUFFIX[fmt]
+    output = check_output_file(output or checkpoint.with_suffix(suffix), "export output")
     model, _, meta = load_model(checkpoint)
     model.eval()
     spec = meta["model_spec"]
     input_shape = tuple(spec["input_shape"])
-    suffix = ".slim.onnx" if fmt == "onnx" and slim else SUFFIX[fmt]
-    output = Path(output) if output else checkpoint.with_suffix(suffix)
-    output.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "format": fmt, "output": str(output)}
     zeroed = zeroed_model(model)
     state = zeroed_state_dict(model)
-    dense_path = output.with_name(output.name + ".dense-reference.pt")
-    torch.save(state, dense_path)
-    report["dense_bytes"] = _file_size(dense_path)
-    dense_path.unlink()
-    if fmt == "zeroed":
-        torch.save(state, output)
-    elif fmt == "sparse":
-        sizes = save_sparse(state, output, {"model_spec": spec, "source": str(checkpoint)})
-        report.update(sizes.as_dict())
-    elif fmt == "slim" or (fmt == "onnx" and slim):
-        slimmed, plan = slim_model(model, input_shape)
-        report["slim_params"] = sum(p.numel() for p in slimmed.parameters())
-        report["dense_params"] = sum(p.numel() for p in zeroed.parameters())
-        report["gathers"] = len(plan.gathers)
-        if fmt == "slim":
-            save_slim(slimmed, plan, spec, output)
+    report["dense_bytes"] = len(_torch_bytes(state))
+    with atomic_output(output) as tmp:  # a full disk or a failed export leaves no partial file
+        if fmt == "zeroed":
+            tmp.write_bytes(_torch_bytes(state))
+        elif fmt == "sparse":
+            sizes = save_sparse(state, tmp, {"model_spec": spec, "source": str(checkpoint)})
+            report.update(sizes.as_dict())
+        elif fmt == "slim" or (fmt == "onnx" and slim):
+            slimmed, plan = slim_model(model, input_shape)
+            report["slim_params"] = sum(p.numel() for p in slimmed.parameters())
+            report["dense_params"] = sum(p.numel() for p in zeroed.parameters())
+            report["gathers"] = len(plan.gathers)
+            if fmt == "slim":
+                save_slim(slimmed, plan, spec, tmp)
+            else:
+                export_onnx(slimmed, input_shape, tmp)
+            zeroed = slimmed
         else:
-            export_onnx(slimmed, input_shape, output)
-            report["onnx_max_error"] = onnx_max_error(slimmed, output, torch.rand(4, *input_shape))
-        zeroed = slimmed
-    else:
-        export_onnx(zeroed, input_shape, output)
+            export_onnx(zeroed, input_shape, tmp)
+    if fmt == "onnx":
         report["onnx_max_error"] = onnx_max_error(zeroed, output, torch.rand(4, *input_shape))
     report["bytes"] = _file_size(output)
     report["ratio_to_dense_file"] = report["bytes"] / report["dense_bytes"]
