@@ -198,6 +198,13 @@ def _gzip_damaged(path: Path) -> None:
     path.with_name(path.name + ".gz").write_bytes(bytes(compressed))
 
 
+def _gzip_bad_deflate_block(path: Path) -> None:
+    compressed = bytearray(gzip.compress(path.read_bytes()))
+    compressed[10:14] = b"\xff" * 4  # right after the gzip header: zlib.error, not an OSError
+    path.unlink()
+    path.with_name(path.name + ".gz").write_bytes(bytes(compressed))
+
+
 def _fewer_labels(path: Path) -> None:
     path.write_bytes(_idx(np.arange(59) % 10))
 
@@ -207,8 +214,9 @@ def _fewer_labels(path: Path) -> None:
     (_bad_magic, "t10k-images-idx3-ubyte", "is not an IDX file"),
     (_gzip_cut, "train-images-idx3-ubyte", "cannot read IDX file"),
     (_gzip_damaged, "train-images-idx3-ubyte", "cannot read IDX file"),
+    (_gzip_bad_deflate_block, "t10k-labels-idx1-ubyte", "cannot read IDX file"),
     (_fewer_labels, "train-labels-idx1-ubyte", "60 images but 59 labels"),
-], ids=["truncated", "bad-magic", "gzip-cut", "gzip-damaged", "fewer-labels"])
+], ids=["truncated", "bad-magic", "gzip-cut", "gzip-damaged", "gzip-bad-block", "fewer-labels"])
 def test_damaged_fashion_mnist_files(tmp_path, capsys, damage, victim, message):
     root = tmp_path / "fmnist"
     damage(_fashion_mnist_files(root)[victim])
