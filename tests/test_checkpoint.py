@@ -35,7 +35,7 @@ def test_round_trip_of_a_pruned_model_leaves_no_temporary_file(tmp_path):
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = save_atomic({"value": 1}, tmp_path / "ckpt.pt")
+    path = save_atomic({"model_spec": _spec(), "model": {}, "value": 1}, tmp_path / "ckpt.pt")
 
     def explode(*args, **kwargs):
         raise KeyboardInterrupt

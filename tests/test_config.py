@@ -33,7 +33,7 @@ def test_aliases_and_booleans():
     ({"prune.sparsity": 1.0}, "prune.sparsity must be in [0, 1)"),
     ({"prune.sparsity": "lots"}, "must be float"),
     ({"sparsityy": 0.9}, "unknown config key"),
-    ({"data.dataset": "mnist-on-mars"}, "no default eps"),
+    ({"data.dataset": "mnist-on-mars"}, "unknown data set 'mnist-on-mars'"),
 ])
 def test_bad_values_give_one_line_errors(values, message):
     with pytest.raises(HarpError, match=message.replace("[", r"\[").replace(")", r"\)")) as info:

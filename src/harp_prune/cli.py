@@ -16,8 +16,9 @@ from typing import Any
 
 from harp_prune import distributed, pipeline
 from harp_prune.compare import compare
-from harp_prune.config import build_config, field_types, read_yaml
+from harp_prune.config import build_config, field_types, flag_name, read_yaml
 from harp_prune.errors import HarpError
+from harp_prune.files import check_output_file, describe_os_error
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
 
@@ -30,10 +31,6 @@ COMMANDS = {
     "export": "write a pruned checkpoint as a zeroed state dict, a sparse file, a slim model or ONNX",
     "compare": "HARP vs baselines at several sparsities from one pre-trained model (cached, resumable)",
 }
-
-
-def flag_for(key: str) -> str:
-    return "--" + key.replace(".", "-").replace("_", "-")
 
 
 def _type_name(tp: Any) -> str:
@@ -49,7 +46,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for key, tp in field_types().items():
         section = key.split(".")[0] if "." in key else "run"
         group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
-        names = [flag_for(key), *ALIASES.get(key, [])]
+        names = [flag_name(key), *ALIASES.get(key, [])]
         if tp is bool:
             group.add_argument(*names, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
         else:
@@ -100,9 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command in ("pretrain", "prune", "finetune"):
             getattr(pipeline, command)(config, resume=args.resume)
         else:
-            result = pipeline.evaluate(config)
             checkpoint = Path(config.evaluate.checkpoint or Path(config.out_dir) / "finetune" / "final.pt")
-            output = Path(args.output) if args.output else checkpoint.with_suffix(".eval.json")
+            output = check_output_file(args.output or checkpoint.with_suffix(".eval.json"), "--output file")
+            result = pipeline.evaluate(config)
             pipeline.write_json({**result, "checkpoint": str(checkpoint), "environment": pipeline.environment()},
                                 output)
             robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
@@ -115,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"sparsity {100 * result['sparsity']:.3f}% on {result['examples']} test images -> {output}")
     except HarpError as error:
         print(f"harp: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the last resort for file problems no check caught; real bugs keep their traceback
+        print(f"harp: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("harp: interrupted; rerun the same command with --resume to continue", file=sys.stderr)

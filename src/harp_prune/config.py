@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harp_prune.errors import HarpError
+from harp_prune.files import write_atomic
 
 
 @dataclass
@@ -242,9 +243,12 @@ def _flatten(mapping: dict[str, Any], source: str) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise HarpError(f"cannot read config file {path}: {exc.strerror}; check the --config path") from exc
+    except UnicodeDecodeError as exc:
+        raise HarpError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start}); save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise HarpError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax") from exc
     if loaded is None:
@@ -281,33 +285,77 @@ def build_config(file_values: dict[str, Any] | None = None, cli_values: dict[str
     return config
 
 
+ATTACK_NORMS = ("linf", "l2")
+
+
+def _check_threat_model(config: RunConfig) -> None:
+    """eps and step size are set (by the user or the data set's defaults), positive, in a known norm."""
+    a = config.attack
+    if a.eps is None or a.step_size is None:
+        from harp_prune.data.datasets import DATASET_LOADERS  # here: the data package imports this module
+
+        if config.data.dataset not in DATASET_LOADERS:
+            raise HarpError(f"unknown data set '{config.data.dataset}'; choose one of "
+                            f"{', '.join(sorted(DATASET_LOADERS))}")
+        raise HarpError(
+            f"no default eps/step size is known for data set '{config.data.dataset}'; "
+            "set attack.eps and attack.step_size"
+        )
+    if a.norm not in ATTACK_NORMS:
+        raise HarpError(f"attack.norm must be one of {', '.join(ATTACK_NORMS)}, got '{a.norm}'")
+    for name, value in (("eps", a.eps), ("step_size", a.step_size)):
+        if not value > 0:
+            raise HarpError(f"attack.{name} must be > 0 (e.g. 0.1 for Fashion-MNIST, 8/255 for CIFAR), got {value}")
+
+
+def _positive_counts(config: RunConfig) -> dict[str, int | None]:
+    """Settings that count things and must be >= 1 (None: no limit)."""
+    d, e = config.data, config.evaluate
+    return {"data.batch_size": d.batch_size, "data.eval_batch_size": d.eval_batch_size,
+            "data.train_examples": d.train_examples, "data.test_examples": d.test_examples,
+            "attack.steps": config.attack.steps, "evaluate.pgd_steps": e.pgd_steps,
+            "evaluate.pgd_restarts": e.pgd_restarts, "evaluate.sanity_examples": e.sanity_examples,
+            "compare.jobs": config.compare.jobs}
+
+
 def validate(config: RunConfig) -> None:
+    """Reject settings that cannot work, before any data is loaded or any epoch is trained."""
+    _check_threat_model(config)
+    for key, value in _positive_counts(config).items():
+        if value is not None and value < 1:
+            raise HarpError(f"{key} must be >= 1, got {value}; set {flag_name(key)} to a positive number")
+    if config.data.workers < 0:
+        raise HarpError(f"data.workers must be >= 0 (0 loads data in the main process), got {config.data.workers}")
+    if not 0.0 <= config.data.val_fraction < 1.0:
+        raise HarpError(f"data.val_fraction must be in [0, 1) (0.1 holds out 10% of the training images), "
+                        f"got {config.data.val_fraction}")
     if not 0.0 <= config.prune.sparsity < 1.0:
         raise HarpError(
             f"prune.sparsity must be in [0, 1) (0.99 removes 99% of the weights), got {config.prune.sparsity}"
         )
+    if config.prune.gamma0 is not None and not config.prune.gamma0 >= 0:
+        raise HarpError(f"prune.gamma0 must be >= 0 (the per-epoch step of the size loss weight, e.g. 0.01), "
+                        f"got {config.prune.gamma0}")
     if config.select_on not in ("val", "test"):
         raise HarpError(f"select_on must be 'val' or 'test', got '{config.select_on}'")
     if config.select_on == "val" and config.data.val_fraction <= 0:
         raise HarpError("select_on is 'val' but data.val_fraction is 0; hold out some data or select on 'test'")
     for name in ("pretrain", "prune", "finetune"):
         stage = getattr(config, name)
-        if stage.epochs < 0 or stage.lr <= 0:
-            raise HarpError(f"{name}.epochs must be >= 0 and {name}.lr > 0")
-    if config.compare.jobs < 1:
-        raise HarpError(f"compare.jobs must be >= 1 (cells run at once), got {config.compare.jobs}")
-    if config.attack.eps is None or config.attack.step_size is None:
-        raise HarpError(
-            f"no default eps/step size is known for data set '{config.data.dataset}'; "
-            "set attack.eps and attack.step_size"
-        )
+        if stage.epochs < 0:
+            raise HarpError(f"{name}.epochs must be >= 0, got {stage.epochs}")
+        if not stage.lr > 0:
+            raise HarpError(f"{name}.lr must be > 0 (the initial learning rate, e.g. 0.1), got {stage.lr}")
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
+    return "--" + key.replace(".", "-").replace("_", "-")
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the effective configuration, with where each non-default value came from as comments."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     changed = {k: v for k, v in config.provenance.items() if v != "default"}
     header = ["# effective harp-prune configuration", *(f"# {k}: {v}" for k, v in sorted(changed.items()))]
-    path.write_text("\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_atomic(path, "\n".join(header) + "\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
 

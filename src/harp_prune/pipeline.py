@@ -33,6 +33,7 @@ from harp_prune.data import (
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import budget_line, comparison_table, evaluate_model, layer_table
 from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
+from harp_prune.files import ensure_output_dir, write_atomic
 from harp_prune.models import build_model
 from harp_prune.progress import log
 from harp_prune.pruning import Prunable, Pruner, build_pruner, masked_layers, unwrap_model
@@ -145,6 +146,7 @@ def _given_or(part: Dataset | DataLoader, build) -> DataLoader:
 
 def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False) -> Context:
     """Load data (unless given), build loaders and resolve the device (and, under torchrun, join the group)."""
+    out = ensure_output_dir(config.out_dir, "out_dir")  # before loading data: an unwritable out_dir fails at once
     device = distributed.device_for_rank(resolve_device(config.device))
     distributed.init(device)
     seed_everything(config.seed)
@@ -158,9 +160,7 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
     test = _given_or(splits.test, lambda part: make_eval_loader(config, part, device))
     select = _given_or(splits.val, lambda part: make_eval_loader(config, part, device)) \
         if config.select_on == "val" else test
-    out = Path(config.out_dir)
     if distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     distributed.barrier()
     return Context(config, device, splits, train, select, test, out, user_model)
@@ -379,9 +379,7 @@ def write_json(data: Any, path: Path) -> None:
     """Write ``data`` atomically (rank 0 only under torchrun)."""
     if not distributed.is_main():
         return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, default=float))
 
 
 def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
@@ -408,7 +406,7 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     write_json(results, ctx.out_dir / "results.json")
     summary = summarize(results)
     if distributed.is_main():
-        (ctx.out_dir / "summary.md").write_text(summary + "\n")
+        write_atomic(ctx.out_dir / "summary.md", summary + "\n")
     log(summary)
     return results
 

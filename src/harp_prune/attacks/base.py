@@ -25,8 +25,8 @@ class Attack(ABC):
     norms: tuple[str, ...] = ("linf",)
 
     def __init__(self, eps: float, norm: str = "linf") -> None:
-        if eps < 0:
-            raise HarpError(f"attack eps must be >= 0, got {eps}")
+        if not eps > 0:
+            raise HarpError(f"attack eps must be > 0 (the radius of the threat model), got {eps}")
         if norm not in self.norms:
             raise HarpError(f"{self.name} supports the norms {', '.join(self.norms)}, not '{norm}'")
         self.eps = float(eps)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from harp_prune.attacks.base import Attack, input_gradient
+from harp_prune.errors import HarpError
 
 
 class PGD(Attack):
@@ -22,10 +23,14 @@ class PGD(Attack):
     def __init__(self, eps: float, step_size: float | None = None, steps: int = 10, random_start: bool = True,
                  restarts: int = 1, norm: str = "linf", loss_fn=nn.functional.cross_entropy) -> None:
         super().__init__(eps, norm)
+        if step_size is not None and not step_size > 0:
+            raise HarpError(f"{self.name} step_size must be > 0 (e.g. eps / 4), got {step_size}")
+        if steps < 1 or restarts < 1:
+            raise HarpError(f"{self.name} needs steps >= 1 and restarts >= 1, got steps={steps}, restarts={restarts}")
         self.step_size = float(step_size) if step_size is not None else self.eps / 4
         self.steps = int(steps)
         self.random_start = random_start
-        self.restarts = max(1, int(restarts))
+        self.restarts = int(restarts)
         self.loss_fn = loss_fn
 
     def _start(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ normalise internally, so attacks always work in pixel space.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +52,10 @@ class ImageData:
                 raise HarpError(f"{self.name} {split} images must be N x C x H x W, got shape {images.shape}")
             if len(images) != len(labels):
                 raise HarpError(f"{self.name} {split}: {len(images)} images but {len(labels)} labels")
+            out_of_range = labels[(labels < 0) | (labels >= len(self.classes))]
+            if len(out_of_range):
+                raise HarpError(f"{self.name} {split} labels must be in [0, {len(self.classes)}), found "
+                                f"{out_of_range[0]}; the data files are damaged or of another data set")
         if not self.mean:
             scaled = self.train_x.astype(np.float64) / 255.0
             self.mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))
@@ -64,16 +70,24 @@ class ImageData:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 
+# what np.load raises for a missing, cut or otherwise damaged npz file and its members
+DAMAGED_NPZ_ERRORS = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def read_npz(path: str | os.PathLike[str], keys: tuple[str, ...], fix: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an npz file, or a one-line HarpError ending in ``fix`` if it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in keys}
+    except DAMAGED_NPZ_ERRORS as exc:
+        raise HarpError(f"data file {path} is missing or damaged ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
 def load_embedded_fashion_mnist() -> ImageData:
     """The class-balanced Fashion-MNIST subset shipped inside the package (10k train, 2k test)."""
     ref = resources.files("harp_prune.data").joinpath("embedded", EMBEDDED_FILE)
-    try:
-        with resources.as_file(ref) as path, np.load(path) as arrays:
-            parts = {key: arrays[key] for key in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, KeyError, ValueError) as exc:
-        raise HarpError(
-            f"the embedded data file {EMBEDDED_FILE} is missing or damaged ({exc}); reinstall harp-prune"
-        ) from exc
+    with resources.as_file(ref) as path:
+        parts = read_npz(path, ("train_x", "train_y", "test_x", "test_y"), "reinstall harp-prune")
     return ImageData(
         name="fashion-mnist-small",
         train_x=parts["train_x"][:, None],

@@ -102,12 +102,13 @@ def load_cifar100(root: str | None = None) -> ImageData:
 
 def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(path)
         images = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
         labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, MatReadError) as exc:
         raise HarpError(f"{path} is not a readable SVHN .mat file ({exc}); download it again from {SVHN_URL}") from exc
     labels[labels == 10] = 0  # SVHN stores the digit 0 as label 10
     return images, labels
@@ -121,6 +122,11 @@ def load_svhn(root: str | None = None) -> ImageData:
         base = Path(root) if root else DEFAULT_ROOT
         raise HarpError(f"SVHN files ({', '.join(files)}) not found in {base} or {base / 'svhn'}; "
                         f"download them from {SVHN_URL} or pass --data-root DIR")
+    try:
+        import scipy.io  # noqa: F401
+    except ImportError as exc:
+        raise HarpError('SVHN .mat files are read with scipy, which is not installed; '
+                        'pip install "harp-prune[svhn]"') from exc
     train_x, train_y = _svhn_split(folder / files[0])
     test_x, test_y = _svhn_split(folder / files[1])
     return ImageData("svhn", train_x, train_y, test_x, test_y, tuple(str(i) for i in range(10)),
@@ -135,8 +141,12 @@ def _read_folder_split(folder: Path, classes: list[str], size: int) -> tuple[np.
         for path in sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else []:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            with Image.open(path) as image:
-                rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            try:
+                with Image.open(path) as image:
+                    rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:  # not an image, or damaged
+                raise HarpError(f"{path} is not a readable image ({type(exc).__name__}); "
+                                "remove it or replace it with an intact image file") from exc
             images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             labels.append(index)
     if not images:

@@ -9,6 +9,7 @@ See docs/export.md.
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from harp_prune.export.onnx import export_onnx, onnx_max_error
 from harp_prune.export.slim import ChannelSelect, SlimPlan, load_slim, save_slim, slim_model
 from harp_prune.export.sparse import entropy_bytes, load_sparse, save_sparse
 from harp_prune.export.zeroed import zeroed_model, zeroed_state_dict
+from harp_prune.files import atomic_output, check_output_file
 
 FORMATS = ("zeroed", "sparse", "slim", "onnx")
 SUFFIX = {"zeroed": ".zeroed.pt", "sparse": ".sparse.safetensors", "slim": ".slim.pt", "onnx": ".onnx"}
@@ -48,37 +50,43 @@ def export_model(model: nn.Module, fmt: str, output: str | Path, input_shape: Se
     _check_format(fmt)
     input_shape = tuple(int(d) for d in input_shape)
     spec = model_spec if model_spec is not None else {"name": None, "input_shape": list(input_shape)}
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = check_output_file(output, "export output")
     model = copy.deepcopy(model).cpu().eval()  # slimming works in place; exports are CPU files
     report: dict[str, Any] = {"checkpoint": source, "format": fmt, "output": str(output)}
     zeroed = zeroed_model(model)
     state = zeroed_state_dict(model)
-    dense_path = output.with_name(output.name + ".dense-reference.pt")
-    torch.save(state, dense_path)
-    report["dense_bytes"] = _file_size(dense_path)
-    dense_path.unlink()
-    if fmt == "zeroed":
-        torch.save(state, output)
-    elif fmt == "sparse":
-        sizes = save_sparse(state, output, {"model_spec": spec, "source": source})
-        report.update(sizes.as_dict())
-    elif fmt == "slim" or (fmt == "onnx" and slim):
-        slimmed, plan = slim_model(model, input_shape)
-        report["slim_params"] = sum(p.numel() for p in slimmed.parameters())
-        report["dense_params"] = sum(p.numel() for p in zeroed.parameters())
-        report["gathers"] = len(plan.gathers)
-        if fmt == "slim":
-            save_slim(slimmed, plan, spec, output)
+    dense_file = _torch_bytes(state)  # the zeroed export itself, and the dense size every format is compared to
+    report["dense_bytes"] = len(dense_file)
+    with atomic_output(output) as tmp:  # a full disk or a failed export leaves no partial file
+        if fmt == "zeroed":
+            tmp.write_bytes(dense_file)
+        elif fmt == "sparse":
+            sizes = save_sparse(state, tmp, {"model_spec": spec, "source": source})
+            report.update(sizes.as_dict())
+        elif fmt == "slim" or (fmt == "onnx" and slim):
+            slimmed, plan = slim_model(model, input_shape)
+            report["slim_params"] = sum(p.numel() for p in slimmed.parameters())
+            report["dense_params"] = sum(p.numel() for p in zeroed.parameters())
+            report["gathers"] = len(plan.gathers)
+            if fmt == "slim":
+                save_slim(slimmed, plan, spec, tmp)
+            else:
+                export_onnx(slimmed, input_shape, tmp)
+            zeroed = slimmed
         else:
-            export_onnx(slimmed, input_shape, output)
-            report["onnx_max_error"] = onnx_max_error(slimmed, output, torch.rand(4, *input_shape))
-    else:
-        export_onnx(zeroed, input_shape, output)
+            export_onnx(zeroed, input_shape, tmp)
+    if fmt == "onnx":
         report["onnx_max_error"] = onnx_max_error(zeroed, output, torch.rand(4, *input_shape))
     report["bytes"] = _file_size(output)
     report["ratio_to_dense_file"] = report["bytes"] / report["dense_bytes"]
     return report
+
+
+def _torch_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """torch.save into memory: its size is the dense file's, and a plain write of it reports a full disk clearly."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path | None = None, slim: bool = False, *,
@@ -105,7 +113,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path | Non
         raise HarpError(f"{checkpoint} records no input shape; pass input_shape=(C, H, W)")
     pruned, _, _ = load_model(checkpoint, model=model)
     suffix = ".slim.onnx" if fmt == "onnx" and slim else SUFFIX[fmt]
-    output = Path(output) if output else checkpoint.with_suffix(suffix)
+    output = check_output_file(output or checkpoint.with_suffix(suffix), "export output")
     return export_model(pruned, fmt, output, input_shape, slim=slim, model_spec=spec, source=str(checkpoint))
 
 

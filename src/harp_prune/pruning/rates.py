@@ -9,11 +9,30 @@ import torch
 from harp_prune.errors import HarpError
 
 
+def _as_fraction(value: object, what: str) -> float:
+    """``value`` as a float, or a HarpError naming ``what`` (not a TypeError) for a string, None, a list..."""
+    if isinstance(value, bool):  # a bool is an int to Python, never a meant fraction
+        raise HarpError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HarpError(f"{what} must be a number, got {value!r}") from None
+
+
 def check_density(density: float, what: str = "target density") -> float:
     """Validate a kept fraction in (0, 1]; sparsity 0.99 is density 0.01."""
+    density = _as_fraction(density, what)
     if not 0.0 < density <= 1.0:
         raise HarpError(f"{what} must be in (0, 1] (sparsity in [0, 1)), got {density}")
-    return float(density)
+    return density
+
+
+def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
+    """Validate a removed fraction in [0, 1) (0.99 keeps 1% of the weights); returns it as a float."""
+    sparsity = _as_fraction(sparsity, what)
+    if not 0.0 <= sparsity < 1.0:
+        raise HarpError(f"{what} must be in [0, 1) (0.99 keeps 1% of the weights), got {sparsity}")
+    return sparsity
 
 
 def keep_ratio(rate: torch.Tensor, min_keep: float, max_keep: float = 1.0) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from harp_prune.errors import HarpError
+
 
 @dataclass
 class GammaSchedule:
@@ -15,6 +17,11 @@ class GammaSchedule:
     gamma0: float = 0.01
     frozen: float | None = None
     reached_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.gamma0 >= 0:
+            raise HarpError(f"gamma0 must be >= 0 (the per-epoch step of the size loss weight, e.g. 0.01), "
+                            f"got {self.gamma0}")
 
     def gamma(self, epoch: int) -> float:
         """γ for (0-based) ``epoch``; constant within the epoch."""

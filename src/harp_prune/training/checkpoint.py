@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,29 +11,24 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
+from harp_prune.files import write_atomic
 
 FORMAT = "harp-prune-checkpoint"
 VERSION = 1
+# what every stage checkpoint (final, best and last) holds, and what loading one needs
+REQUIRED_KEYS = ("model_spec", "model")
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+    """torch.save ``payload`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
 
-    A run killed mid-write leaves the previous checkpoint intact and no half-written file.
+    A run killed mid-write leaves the previous checkpoint intact and no half-written file. The payload is
+    serialised in memory first: torch.save reports a failed file write (a full disk) as an opaque
+    RuntimeError, a plain write says what happened.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    return write_atomic(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -50,6 +45,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp-prune checkpoint; use a file written by harp")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise HarpError(f"{path} is not a complete harp-prune checkpoint (no {', '.join(missing)}); "
+                        "use a <stage>/final.pt written by harp or rerun the stage that writes it")
     return payload
 
 
