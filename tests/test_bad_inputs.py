@@ -608,8 +608,6 @@ def test_bad_api_argument(build, message):
         build()
 
 
-@pytest.mark.xfail(reason="Pruner.__init__ (pruning/base.py, being rewritten) must call rates.check_sparsity",
-                   raises=TypeError, strict=False)
 def test_harp_pruner_with_a_text_sparsity():
     with pytest.raises(HarpError, match="sparsity must be a number, got 'abc'"):
         HarpPruner(sparsity="abc")

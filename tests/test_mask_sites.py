@@ -147,7 +147,7 @@ def test_pruner_call_order_is_checked():
     ({"sparsity": "abc"}, "sparsity must be a number"),
     ({"sparsity": 0.9, "gamma0": -1.0}, "gamma0 must be >= 0"),
     ({"sparsity": 1.0}, "sparsity must be in"),
-    ({"sparsity": float("nan")}, "finite"),
+    ({"sparsity": float("nan")}, "sparsity"),
 ])
 def test_bad_pruner_arguments_are_one_line_errors(options, match):
     with pytest.raises(HarpError, match=match):

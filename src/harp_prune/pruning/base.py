@@ -26,7 +26,7 @@ from harp_prune.pruning.masked import (
     masked_layers,
     wrap_model,
 )
-from harp_prune.pruning.rates import check_density, rate_for_keep_ratio
+from harp_prune.pruning.rates import check_density, check_sparsity, rate_for_keep_ratio
 from harp_prune.pruning.sparsity import SparsityReport, sparsity_report
 from harp_prune.pruning.strategies import layer_densities
 
@@ -49,9 +49,7 @@ class Pruner(ABC):
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, init_strategy: str | Sequence[float] = "uniform",
                  init_density: float = 0.1, prunable: Prunable | dict | None = None) -> None:
-        sparsity, alpha = as_number("sparsity", sparsity), as_number("alpha", alpha)
-        if not 0.0 <= sparsity < 1.0:
-            raise HarpError(f"sparsity must be in [0, 1) (0.99 keeps 1% of the weights), got {sparsity}")
+        sparsity, alpha = check_sparsity(sparsity), as_number("alpha", alpha)
         if not 0.0 <= alpha < 1.0:
             raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {alpha}")
         self.sparsity = float(sparsity)

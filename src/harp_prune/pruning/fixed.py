@@ -19,8 +19,9 @@ from collections.abc import Sequence
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.base import Pruner, as_number, set_layer_densities
+from harp_prune.pruning.base import Pruner, set_layer_densities
 from harp_prune.pruning.masked import Prunable, WeightMask
+from harp_prune.pruning.rates import check_sparsity
 from harp_prune.pruning.strategies import layer_densities
 
 
@@ -70,7 +71,7 @@ class FixedRatePruner(Pruner):
     def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None,
                  prunable: Prunable | dict | None = None) -> None:
         budget = self.default_budget if layer_budget is None else layer_budget
-        sparsity = as_number("sparsity", sparsity)
+        sparsity = check_sparsity(sparsity)
         # a_min = 0: the budget is set exactly, so no floor is needed (and any strategy value is representable)
         super().__init__(sparsity, alpha=0.0, init_strategy=budget, init_density=1.0 - sparsity, prunable=prunable)
 
