@@ -2,8 +2,13 @@
 
 import copy
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -206,3 +211,38 @@ def test_resume_in_an_empty_out_dir_starts_fresh(tmp_path, capsys):
     assert main(["pretrain", "--out-dir", str(out), *TINY, "--resume"]) == 0
     assert f"nothing to resume in {out}" in capsys.readouterr().out
     assert (out / "pretrain" / "final.pt").exists()
+
+
+# 2 (measured): a `harp run` killed in each stage and resumed writes the results of an uninterrupted run
+
+KILLABLE = ["--no-progress", "--data-train-examples", "400", "--data-test-examples", "100", "--attack-steps", "1",
+            "--evaluate-pgd-steps", "2", "--evaluate-eps-sweep", "0.5,1", "--evaluate-sanity-examples", "100",
+            "--pretrain-epochs", "3", "--prune-epochs", "3", "--finetune-epochs", "3", "--data-batch-size", "50",
+            "--prune-gamma0", "0.1"]
+
+
+def _harp_run(out, *extra: str) -> subprocess.Popen:
+    """`harp run` in a subprocess: every run of the comparison the same way (in-process runs use this
+    process's thread count, which changes float sums in the last digits)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "harp_prune.cli", "run", "--out-dir", str(out), *KILLABLE, *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "prune", "finetune"])
+def test_run_killed_in_a_stage_and_resumed_matches_an_uninterrupted_run(tmp_path_factory, stage):
+    clean = tmp_path_factory.getbasetemp() / "uninterrupted"
+    if not (clean / "results.json").exists():
+        assert _harp_run(clean).wait() == 0
+    killed = tmp_path_factory.mktemp("killed") / "run"
+    process = _harp_run(killed)
+    last, deadline = killed / stage / "last.pt", time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not (killed / stage / "final.pt").exists(), f"{stage} was not killed mid-stage"
+    assert _harp_run(killed, "--resume").wait() == 0
+    results = [json.loads((out / "results.json").read_text()) for out in (clean, killed)]
+    assert without_times(results[0]) == without_times(results[1])
