@@ -100,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint = Path(config.evaluate.checkpoint or Path(config.out_dir) / "finetune" / "final.pt")
             output = check_output_file(args.output or checkpoint.with_suffix(".eval.json"), "--output file")
             result = pipeline.evaluate(config)
-            pipeline.write_json({**result, "checkpoint": str(checkpoint), "environment": pipeline.environment()},
-                                output)
+            # the evaluation's settings go with its result: <out_dir>/config.yaml stays the record of training
+            provenance = {k: v for k, v in config.provenance.items() if v != "default"}
+            pipeline.write_json({**result, "checkpoint": str(checkpoint), "config": config.to_dict(),
+                                 "provenance": provenance, "environment": pipeline.environment()}, output)
             robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
             if result["worst_case_acc"] is not None and len(result["robust_acc"]) > 1:
                 robust += f", worst case {100 * result['worst_case_acc']:.2f}%"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import json
 import math
 import multiprocessing
@@ -32,17 +31,19 @@ from typing import Any, TypeVar
 import torch
 
 from harp_prune import pipeline
-from harp_prune.config import RunConfig
+from harp_prune.config import RunConfig, changed_settings, unset, user_set
 from harp_prune.data import Splits
 from harp_prune.errors import HarpError
 from harp_prune.progress import log
-from harp_prune.pruning import PRUNERS, STRATEGIES, wrap_model
+from harp_prune.pruning import PRUNERS, STRATEGIES, pruner_options, wrap_model
 from harp_prune.training import load_checkpoint
 
 # settings a cached result must share with the current run to be reused (out dirs, sources, progress and
 # the compare section itself may differ)
 _CELL_KEYS = ("model", "seed", "select_on", "data", "attack", "pretrain", "prune", "finetune", "evaluate")
 _PRETRAIN_KEYS = ("model", "seed", "select_on", "data", "attack", "pretrain")
+# where from / how fast, not what is computed
+_CACHE_NEUTRAL_KEYS = ("prune.source", "finetune.source", "data.workers", "data.eval_batch_size")
 LAYER_BUDGETS = ("uniform", "lamp", "erk")  # drawn beside HARP's learned keep-ratios
 T = TypeVar("T")
 
@@ -90,7 +91,7 @@ def grid(config: RunConfig) -> list[Cell]:
         raise HarpError(f"unknown method(s) {', '.join(unknown)} in compare.methods; "
                         f"choose from {', '.join(sorted(PRUNERS))}")
     for method, budget in specs:
-        takes = {"layer_budget", "init_strategy"} & set(inspect.signature(PRUNERS[method].__init__).parameters)
+        takes = {"layer_budget", "init_strategy"} & pruner_options(PRUNERS[method])
         if budget is not None and (budget not in STRATEGIES or not takes):
             raise HarpError(f"'{method}:{budget}' in compare.methods: only methods with a layer budget (hydra) or an "
                             f"initial strategy (harp, rates-only) take ':<strategy>', one of "
@@ -108,50 +109,46 @@ def grid(config: RunConfig) -> list[Cell]:
         if g == config.prune.gamma0 and "harp" in methods:
             continue  # the plain harp cells already use this γ0
         cells += [Cell("harp", s, seed, g) for s in sparsities for seed in seeds]
+    compared = sorted({cell.method for cell in cells})
+    taken = {key for method in compared for key in pipeline.option_keys_taken(method)}
+    for key in pipeline.PRUNER_OPTION_KEYS:
+        if user_set(config, key) and key not in taken:
+            raise HarpError(f"{key} is set but none of the compared methods ({', '.join(compared)}) takes it; "
+                            "remove the setting or compare a method that uses it")
     return cells
 
 
 def cell_config(config: RunConfig, cell: Cell, source: Path, root: Path) -> RunConfig:
-    """The user's config with this cell's method, sparsity, seed, out dir and source: nothing else changes."""
-    prune = replace(config.prune, method=cell.method, sparsity=cell.sparsity, source=str(source),
-                    gamma0=cell.gamma0 if cell.gamma0 is not None else config.prune.gamma0)
+    """The user's config with this cell's method, sparsity, seed, out dir and source, and without the prune
+    options its method does not take (they are for the other compared methods): nothing else changes."""
+    prune = replace(config.prune, method=cell.method, sparsity=cell.sparsity, source=str(source))
+    finetune = replace(config.finetune, source=None)
+    cfg = replace(config, seed=cell.seed, out_dir=str(cell.path(root)), prune=prune, finetune=finetune,
+                  provenance=dict(config.provenance))
+    taken = pipeline.option_keys_taken(cell.method)
+    for key in pipeline.PRUNER_OPTION_KEYS:
+        if key not in taken:
+            unset(cfg, key)
+    if cell.gamma0 is not None:
+        cfg.prune.gamma0, cfg.provenance["prune.gamma0"] = cell.gamma0, "compare.gamma0_sweep"
     if cell.layer_budget is not None:  # "method:strategy": the fixed budget, or where learned rates start
         key = "init_strategy" if PRUNERS[cell.method].learns_rates else "layer_budget"
-        prune = replace(prune, **{key: cell.layer_budget})
-    finetune = replace(config.finetune, source=None)
-    return replace(config, seed=cell.seed, out_dir=str(cell.path(root)), prune=prune, finetune=finetune,
-                   provenance=dict(config.provenance))
+        setattr(cfg.prune, key, cell.layer_budget)
+        cfg.provenance[f"prune.{key}"] = "compare.methods"
+    return cfg
 
 
-def _settings(config_dict: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    picked = {k: copy.deepcopy(config_dict.get(k)) for k in keys}
-    for section, key in (("prune", "source"), ("finetune", "source"), ("data", "workers"),
-                         ("data", "eval_batch_size")):  # where from / how fast, not what is computed
-        if isinstance(picked.get(section), dict):
-            picked[section].pop(key, None)
-    return picked
+def _not_taken(method: str) -> tuple[str, ...]:
+    """The prune options ``method`` does not take: they cannot change its cells' results."""
+    taken = pipeline.option_keys_taken(method)
+    return tuple(key for key in pipeline.PRUNER_OPTION_KEYS if key not in taken)
 
 
-def _flatten(settings: dict[str, Any]) -> dict[str, Any]:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{name}": v for name, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _check_cache(stored: dict[str, Any], config: RunConfig, keys: tuple[str, ...], what: Path) -> None:
-    old, new = _settings(stored, keys), _settings(config.to_dict(), keys)
-    if old != new:
-        # a setting added to harp-prune after the result was made had its default value then
-        flat_old = {**_flatten(_settings(RunConfig().to_dict(), keys)), **_flatten(old)}
-        flat_new = _flatten(new)
-        changed = sorted(k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k))
-        if not changed:
-            return
-        raise HarpError(f"{what} was made with different settings ({', '.join(changed[:4])}); "
+def _check_cache(stored: dict[str, Any], config: RunConfig, keys: tuple[str, ...], what: Path,
+                 ignore: tuple[str, ...] = ()) -> None:
+    changed = changed_settings(stored, config.to_dict(), keys, _CACHE_NEUTRAL_KEYS + ignore)
+    if changed:
+        raise HarpError(f"{what} was made with different settings ({', '.join(list(changed)[:4])}); "
                         "use another --out-dir or delete it to recompute")
 
 
@@ -169,7 +166,7 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
     cfg = cell_config(config, cell, source, root)
     if done.exists():
         result = json.loads(done.read_text())
-        _check_cache(result["config"], cfg, _CELL_KEYS, done)
+        _check_cache(result["config"], cfg, _CELL_KEYS, done, ignore=_not_taken(cell.method))
         log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: finished earlier ({done})")
         return result
     log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}")
@@ -425,11 +422,13 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
     """
     started = time.perf_counter()
     cells = grid(config)
-    ctx = pipeline.prepare(config, splits)
-    root = ctx.out_dir
+    root = Path(config.out_dir)
+    source = root / "pretrain" / "final.pt"
+    for cell in cells:  # before pre-training: every cell must be able to run
+        pipeline.validate_run(cell_config(config, cell, source, root))
+    ctx = pipeline.prepare(config, splits, check_pruner=False)  # the cells' configs name the pruners
     log(f"harp compare: {config.model} on {ctx.splits.info.name}, {len(cells)} cells "
         f"({config.compare.methods} at {config.compare.sparsities}, seeds {config.compare.seeds}), out {root}")
-    source = root / "pretrain" / "final.pt"
     if source.exists():
         _check_cache(load_checkpoint(source)["config"], config, _PRETRAIN_KEYS, source)
     dense = pipeline.pretrain(config, resume=True, ctx=ctx)

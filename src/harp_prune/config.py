@@ -318,6 +318,70 @@ def _positive_counts(config: RunConfig) -> dict[str, int | None]:
             "compare.jobs": config.compare.jobs}
 
 
+def default_value(key: str, dataset: str) -> Any:
+    """The value ``build_config`` gives ``key`` when nobody sets it (data-set defaults included)."""
+    dataset_defaults = DATASET_DEFAULTS.get(dataset, {})
+    if key in dataset_defaults:
+        return dataset_defaults[key]
+    value = get(RunConfig(), key)
+    return FALLBACK_DEFAULTS.get(key) if value is None else value
+
+
+def is_dataset_default(config: RunConfig, key: str) -> bool:
+    """Whether ``key`` holds the chosen data set's own default (e.g. prune.gamma0 for fashion-mnist-small)."""
+    return key in DATASET_DEFAULTS.get(config.data.dataset, {}) and not user_set(config, key)
+
+
+def user_set(config: RunConfig, key: str) -> bool:
+    """Whether the user chose ``key``'s value: in a file or flag (provenance), or by assigning it in Python."""
+    source = config.provenance.get(key, "default")
+    if source != "default" and not source.startswith("default for "):
+        return True
+    return get(config, key) != default_value(key, config.data.dataset)
+
+
+def unset(config: RunConfig, key: str) -> None:
+    """Give ``key`` the value it has when nobody sets it, as ``build_config`` would (provenance included)."""
+    dataset = config.data.dataset
+    _set(config, key, default_value(key, dataset))
+    config.provenance[key] = f"default for {dataset}" if key in DATASET_DEFAULTS.get(dataset, {}) else "default"
+
+
+def _flat_settings(settings: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key in keys:
+        value = settings.get(key)
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...],
+                     ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for the settings under ``keys`` (top-level keys or whole sections) that differ
+    between two ``RunConfig.to_dict()`` records; ``ignore`` lists dotted keys that may differ.
+
+    A setting missing from ``old`` was added to harp-prune after it was written: it had its default then.
+    """
+    flat_old = {**_flat_settings(RunConfig().to_dict(), keys), **_flat_settings(old, keys)}
+    flat_new = _flat_settings(new, keys)
+    return {key: (flat_old.get(key), flat_new.get(key)) for key in sorted(flat_old.keys() | flat_new.keys())
+            if key not in ignore and flat_old.get(key) != flat_new.get(key)}
+
+
+def refuse_changed_settings(recorded: dict[str, Any] | None, current: dict[str, Any], keys: tuple[str, ...],
+                            ignore: tuple[str, ...], source: str | Path) -> None:
+    """Raise when the checkpoint ``source`` was made under other values of the settings under ``keys``
+    (``recorded``, its saved config) than ``current``'s: resuming would finish a run nobody asks for any more."""
+    changes = changed_settings(recorded or {}, current, keys, ignore)
+    if changes:
+        made_with = "; ".join(f"{key}={old}, now {new}" for key, (old, new) in changes.items())
+        raise HarpError(f"{source} was made with {made_with}; rerun without --resume in a new --out-dir, "
+                        "or restore the setting")
+
+
 def validate(config: RunConfig) -> None:
     """Reject settings that cannot work, before any data is loaded or any epoch is trained."""
     _check_threat_model(config)

@@ -12,7 +12,7 @@ import json
 import platform
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from harp_prune import distributed
 from harp_prune.attacks import PGD, Attack
-from harp_prune.config import RunConfig, save_config
+from harp_prune.config import (
+    PruneConfig,
+    RunConfig,
+    StageConfig,
+    get,
+    is_dataset_default,
+    refuse_changed_settings,
+    save_config,
+    user_set,
+)
 from harp_prune.data import (
     Splits,
     load_dataset,
@@ -32,11 +41,22 @@ from harp_prune.data import (
 )
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import budget_line, comparison_table, evaluate_model, layer_table
-from harp_prune.evaluation.suite import evaluation_attacks, sanity_section, threat_model
+from harp_prune.evaluation.sanity import parse_multiples
+from harp_prune.evaluation.suite import evaluation_attacks, evaluation_rng, sanity_section, threat_model
 from harp_prune.files import ensure_output_dir, write_atomic
 from harp_prune.models import build_model
 from harp_prune.progress import log
-from harp_prune.pruning import Prunable, Pruner, build_pruner, masked_layers, unwrap_model
+from harp_prune.pruning import (
+    STRATEGIES,
+    Prunable,
+    Pruner,
+    build_pruner,
+    masked_layers,
+    pruner_class,
+    pruner_options,
+    rebuild_pruner,
+    unwrap_model,
+)
 from harp_prune.training import (
     Performance,
     StageSettings,
@@ -48,6 +68,14 @@ from harp_prune.training import (
 )
 
 STAGES = ("pretrain", "prune", "finetune")
+
+# The settings that shape each stage's result: a checkpoint made under other values of these is refused on
+# resume. Left out: where and how a run executes or reports (device, out_dir, progress, channels_last,
+# compile, data loader workers and evaluation batch size) and what happens after the stage (evaluate, compare).
+_SHARED_KEYS = ("model", "seed", "select_on", "amp", "sync_bn", "data", "attack", "pretrain")
+RESULT_KEYS = {"pretrain": _SHARED_KEYS, "prune": (*_SHARED_KEYS, "prune"),
+               "finetune": (*_SHARED_KEYS, "prune", "finetune")}
+RESULT_NEUTRAL_KEYS = ("data.workers", "data.eval_batch_size")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,11 +117,6 @@ class Context:
     @property
     def dataset_name(self) -> str:
         return self.splits.info.name if self.splits.info is not None else "user data"
-
-    def attack(self, steps: int | None = None, restarts: int = 1) -> PGD:
-        """The configured PGD threat model (training/validation), or a stronger one for evaluation."""
-        a = self.config.attack
-        return PGD(a.eps, a.step_size, steps if steps is not None else a.steps, restarts=restarts, norm=a.norm)
 
     def spec(self) -> dict[str, Any]:
         """How to rebuild the model: a zoo name with input shape, classes and normalisation statistics."""
@@ -139,13 +162,38 @@ def make_eval_loader(config: RunConfig, dataset: Dataset, device: torch.device) 
                        pin_memory=device.type == "cuda")
 
 
+def training_attack(config: RunConfig) -> PGD:
+    """The configured PGD threat model of training and validation."""
+    a = config.attack
+    return PGD(a.eps, a.step_size, a.steps, norm=a.norm)
+
+
 def _given_or(part: Dataset | DataLoader, build) -> DataLoader:
     """A DataLoader the user passed is used as it is (it is not sharded under torchrun); datasets get ours."""
     return part if isinstance(part, DataLoader) else build(part)
 
 
-def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False) -> Context:
-    """Load data (unless given), build loaders and resolve the device (and, under torchrun, join the group)."""
+def validate_run(config: RunConfig, check_pruner: bool = True) -> None:
+    """Refuse a config that could not run to the end, before anything expensive: the pruner (method,
+    options, strategies, channel target), every stage's objective, the evaluation attacks and the eps sweep.
+
+    ``check_pruner=False`` is for callers that prune with other configs (``harp compare`` checks each cell's).
+    """
+    if check_pruner:
+        make_pruner(config)
+    for stage in STAGES:
+        _objective(config, stage)
+    evaluation_attacks(config)
+    if config.evaluate.eps_sweep:
+        parse_multiples(config.evaluate.eps_sweep)
+
+
+def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False, *,
+            record_config: bool = True, check_pruner: bool = True) -> Context:
+    """Validate the config, load data (unless given), build loaders and resolve the device (and, under
+    torchrun, join the group). ``record_config`` writes ``<out_dir>/config.yaml``, the record of how the run's
+    stages were made (``harp evaluate`` leaves it alone)."""
+    validate_run(config, check_pruner)
     out = ensure_output_dir(config.out_dir, "out_dir")  # before loading data: an unwritable out_dir fails at once
     device = distributed.device_for_rank(resolve_device(config.device))
     distributed.init(device)
@@ -160,7 +208,7 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
     test = _given_or(splits.test, lambda part: make_eval_loader(config, part, device))
     select = _given_or(splits.val, lambda part: make_eval_loader(config, part, device)) \
         if config.select_on == "val" else test
-    if distributed.is_main():
+    if distributed.is_main() and record_config:
         save_config(config, out / "config.yaml")
     distributed.barrier()
     return Context(config, device, splits, train, select, test, out, user_model)
@@ -187,8 +235,7 @@ def _model_from_checkpoint(checkpoint: dict[str, Any], source: str, model: nn.Mo
     unwrap_model(model)
     pruner = None
     if checkpoint.get("pruning"):
-        options = dict(checkpoint["pruning"])
-        pruner = build_pruner(options.pop("method"), options.pop("sparsity"), **options)
+        pruner = rebuild_pruner(checkpoint["pruning"])
         pruner.attach(model)
     load_state_into(model, checkpoint["model"], source)
     if pruner is not None:
@@ -217,18 +264,18 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
     s, c = getattr(ctx.config, stage), ctx.config
     performance = Performance(c.amp, c.channels_last, c.compile, augment=bool(c.data.augment))
     return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
-                         c.progress and distributed.is_main(), performance, c.sync_bn)
+                         c.progress and distributed.is_main(), performance, c.sync_bn, RESULT_KEYS[stage],
+                         RESULT_NEUTRAL_KEYS)
 
 
-def _objective(ctx: Context, stage: str):
-    s = getattr(ctx.config, stage)
+def _objective(config: RunConfig, stage: str):
+    s = getattr(config, stage)
     options = {key: getattr(s, key) for key in ("beta", "replays") if getattr(s, key) is not None}
-    return build_objective(s.objective or ctx.config.pretrain.objective, ctx.attack(), **options)
+    return build_objective(s.objective or config.pretrain.objective, training_attack(config), **options)
 
 
-def _select_attack(ctx: Context, stage: str) -> Attack | None:
-    objective = _objective(ctx, stage)
-    return ctx.attack() if objective.adversarial else None
+def _select_attack(config: RunConfig, stage: str) -> Attack | None:
+    return training_attack(config) if _objective(config, stage).adversarial else None
 
 
 def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, result) -> Path:
@@ -242,12 +289,18 @@ def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, r
 
 
 def _finished_stage(ctx: Context, stage: str, model: nn.Module | None) -> nn.Module | None:
-    """The output of ``stage`` if an earlier run finished it (for ``resume``), else None."""
-    final = ctx.out_dir / stage / "final.pt"
+    """The output of ``stage`` if an earlier run finished it with the same settings (for ``resume``), else None."""
+    stage_dir = ctx.out_dir / stage
+    final = stage_dir / "final.pt"
     if not final.exists():
+        if not (stage_dir / "last.pt").exists():
+            log(f"[{stage}] nothing to resume in {stage_dir}: starting the stage afresh")
         return None
+    finished, _, checkpoint = _source_model(ctx, final, model)
+    refuse_changed_settings(checkpoint.get("config"), ctx.config.to_dict(), RESULT_KEYS[stage], RESULT_NEUTRAL_KEYS,
+                            final)
     log(f"[{stage}] finished earlier: {final}")
-    return _source_model(ctx, final, model)[0]
+    return finished
 
 
 def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
@@ -258,30 +311,77 @@ def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Split
         return finished
     seed_everything(config.seed)
     model = (model if model is not None else build_from_spec(ctx.spec())).to(ctx.device)
-    result = run_stage(_settings(ctx, "pretrain"), model, list(model.parameters()), _objective(ctx, "pretrain"),
-                       ctx.train_loader, ctx.select_loader, _select_attack(ctx, "pretrain"), ctx.device,
+    result = run_stage(_settings(ctx, "pretrain"), model, list(model.parameters()), _objective(ctx.config, "pretrain"),
+                       ctx.train_loader, ctx.select_loader, _select_attack(ctx.config, "pretrain"), ctx.device,
                        ctx.out_dir / "pretrain", _meta(ctx, None), resume=resume)
     _finish(ctx, "pretrain", model, None, result)
     return model
 
 
+# prune.* keys that are stage settings or say what to prune, not options of a pruner
+# what is pruned is one ``Prunable`` option that every method takes (``_prunable``), not three options
+_PRUNABLE_KEYS = ("layer_types", "include_parameters", "exclude")
+_NOT_PRUNER_OPTIONS = {f.name for f in fields(StageConfig)} | {"method", "sparsity", "source", *_PRUNABLE_KEYS}
+# pruner options named differently in the config (prune.channel_target is harp-channel's ``target``)
+_OPTION_NAMES = {"channel_target": "target"}
+# every prune.* config key that is a pruner option, with the constructor option it sets
+PRUNER_OPTION_KEYS = {f"prune.{f.name}": _OPTION_NAMES.get(f.name, f.name) for f in fields(PruneConfig)
+                      if f.name not in _NOT_PRUNER_OPTIONS}
+# options whose text may be a strategy name or comma-separated per-layer keep-ratios
+_STRATEGY_OPTIONS = ("prune.init_strategy", "prune.layer_budget")
+
+
+def option_keys_taken(method: str) -> list[str]:
+    """The prune.* config keys pruning method ``method`` takes."""
+    takes = pruner_options(pruner_class(method))
+    return [key for key, option in PRUNER_OPTION_KEYS.items() if option in takes]
+
+
+def _strategy(key: str, text: str) -> str | list[float]:
+    """A strategy name (checked against the registered ones) or comma-separated keep-ratios, one per layer."""
+    if "," not in text:
+        if text not in STRATEGIES:
+            raise HarpError(f"unknown layer strategy '{text}' in {key}; choose one of {', '.join(sorted(STRATEGIES))} "
+                            "or give one keep-ratio per prunable layer, comma-separated")
+        return text
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise HarpError(f"{key} '{text}' is neither a strategy name nor a list of numbers") from None
+
+
+def pruner_config_options(config: RunConfig) -> dict[str, Any]:
+    """The constructor options of the configured method: each prune.* option the user set (refused when the
+    method does not take it), the data set's defaults the method takes, and seed, which methods that draw
+    at random take. Options nobody set are not passed: the method's own defaults apply."""
+    method = config.prune.method
+    taken = option_keys_taken(method)
+    options: dict[str, Any] = {}
+    for key, option in PRUNER_OPTION_KEYS.items():
+        value = get(config, key)
+        if value is None:  # none: the method's default
+            continue
+        if user_set(config, key):
+            if key not in taken:
+                source = config.provenance.get(key, "default")
+                where = source if source != "default" and not source.startswith("default for") else "Python code"
+                raise HarpError(f"pruning method '{method}' does not take {key} (set in {where}); it takes: "
+                                f"{', '.join(taken) or 'none'}; remove the setting or choose a method that uses it")
+        elif not (is_dataset_default(config, key) and key in taken):
+            continue
+        options[option] = _strategy(key, value) if key in _STRATEGY_OPTIONS else value
+    if "seed" in pruner_options(pruner_class(method)):
+        options["seed"] = config.seed
+    options["prunable"] = Prunable(*(getattr(config.prune, key) for key in _PRUNABLE_KEYS))
+    return options
+
+
 def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> Pruner:
     """The configured pruner; ``input_shape`` (C, H, W) lets structured pruners trace layer shapes."""
-    p = config.prune
-    strategy: str | list[float] = p.init_strategy
-    if "," in strategy:
-        try:
-            strategy = [float(v) for v in strategy.split(",")]
-        except ValueError:
-            raise HarpError(
-                f"prune.init_strategy '{p.init_strategy}' is neither a strategy name nor a list of numbers"
-            ) from None
-    optional = {"init_density": p.init_density} if p.init_density is not None else {}
-    prunable = Prunable(p.layer_types, p.include_parameters, p.exclude)
-    return build_pruner(p.method, p.sparsity, prunable=prunable, gamma0=p.gamma0, alpha=p.alpha, init_strategy=strategy,
-                        target=p.channel_target, input_shape=input_shape, layer_budget=p.layer_budget,
-                        seed=config.seed, min_layer_density=p.min_layer_density,
-                        max_layer_density=p.max_layer_density, rate_frontier=p.rate_frontier, **optional)
+    options = pruner_config_options(config)
+    if "input_shape" in pruner_options(pruner_class(config.prune.method)):
+        options["input_shape"] = input_shape
+    return build_pruner(config.prune.method, config.prune.sparsity, **options)
 
 
 def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None, resume: bool = False,
@@ -307,8 +407,11 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits: Splits |
     settings = _settings(ctx, "prune")
     if not pruner.needs_training:
         settings.epochs = 0
-    result = run_stage(settings, model, params, _objective(ctx, "prune"), ctx.train_loader, ctx.select_loader,
-                       _select_attack(ctx, "prune"), ctx.device, ctx.out_dir / "prune", _meta(ctx, pruner),
+    elif settings.epochs == 0:
+        log("[prune] 0 pruning epochs: nothing is learned; the masks are the initial strategy's, on the initial "
+            "scores, projected onto the budget")
+    result = run_stage(settings, model, params, _objective(ctx.config, "prune"), ctx.train_loader, ctx.select_loader,
+                       _select_attack(ctx.config, "prune"), ctx.device, ctx.out_dir / "prune", _meta(ctx, pruner),
                        pruner=pruner, resume=resume)
     shift = pruner.finalize()
     report, budget = pruner.report(model), pruner.budget_report()
@@ -334,8 +437,8 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, splits: Split
     for param in model.parameters():  # the mask stays fixed: scores and rates frozen, the rest trained
         param.requires_grad_(id(param) not in frozen)
     params = [p for p in model.parameters() if p.requires_grad]
-    result = run_stage(_settings(ctx, "finetune"), model, params, _objective(ctx, "finetune"), ctx.train_loader,
-                       ctx.select_loader, _select_attack(ctx, "finetune"), ctx.device, ctx.out_dir / "finetune",
+    result = run_stage(_settings(ctx, "finetune"), model, params, _objective(ctx.config, "finetune"), ctx.train_loader,
+                       ctx.select_loader, _select_attack(ctx.config, "finetune"), ctx.device, ctx.out_dir / "finetune",
                        _meta(ctx, pruner), resume=resume)
     _finish(ctx, "finetune", model, pruner, result)
     return model
@@ -347,19 +450,24 @@ def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits: Split
     """Natural and robust accuracy (``evaluate.attacks``, default PGD-k) on the test split, their point-wise
     worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data.
     ``budget`` is the pruner's ``budget_report()`` for a given ``model`` (a loaded checkpoint brings its own)."""
-    ctx = ctx or prepare(config, splits, user_model=model is not None)
+    ctx = ctx or prepare(config, splits, user_model=model is not None, record_config=False)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
         model, pruner, _ = _source_model(ctx, path, None)
         budget = pruner.budget_report() if pruner is not None else None
     model = model.to(ctx.device)
     attacks = evaluation_attacks(config, ctx.out_dir / "autoattack")
-    result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, config.progress and distributed.is_main())
+    # the attacks' random starts depend on the config alone, not on what ran before (a resumed run skips
+    # stages), and leave the caller's random stream as it was
+    with evaluation_rng(config.seed, ctx.device):
+        result = evaluate_model(model, ctx.test_loader, attacks, ctx.device,
+                                config.progress and distributed.is_main())
+        if config.evaluate.eps_sweep:
+            result["sanity"] = sanity_section(config, model, ctx.test_loader, ctx.device)
     result.update({"dataset": ctx.dataset_name, "eps": config.attack.eps, "norm": config.attack.norm,
                    "threat_model": threat_model(config.attack.norm), "clean_acc": result["natural_acc"],
                    "n_examples": result["examples"], "seed": config.seed, "budget": budget})
-    if config.evaluate.eps_sweep:
-        result["sanity"] = sanity_section(config, model, ctx.test_loader, ctx.device)
+    if "sanity" in result:
         result["flags"] += [f"sanity: {w}" for w in result["sanity"]["warnings"]]
         for warning in result["sanity"]["warnings"]:
             log(f"[evaluate] warning: {warning}")

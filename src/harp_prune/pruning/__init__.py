@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -46,14 +47,42 @@ def register_pruner(cls: type[Pruner]) -> type[Pruner]:
     return cls
 
 
-def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
-    """Instantiate pruner ``method``; options it does not take (e.g. gamma0 for HYDRA) are ignored."""
+def pruner_class(method: str) -> type[Pruner]:
     try:
-        cls = PRUNERS[method]
+        return PRUNERS[method]
     except KeyError:
         raise HarpError(f"unknown pruning method '{method}'; choose one of {', '.join(sorted(PRUNERS))}") from None
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(sparsity, **{k: v for k, v in options.items() if k in accepted})
+
+
+@functools.cache
+def pruner_options(cls: type[Pruner]) -> frozenset[str]:
+    """The options ``cls`` takes: the keyword-only parameters of its constructor, the one place a method
+    declares them (a new option is a new constructor parameter, nothing else)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
+    """Instantiate pruner ``method``; an option it does not take (e.g. gamma0 for HYDRA) is an error."""
+    cls = pruner_class(method)
+    takes = pruner_options(cls)
+    unknown = sorted(set(options) - takes)
+    if unknown:
+        raise HarpError(f"pruning method '{method}' does not take option '{unknown[0]}'; "
+                        f"it takes: {', '.join(sorted(takes)) or 'no options'}")
+    return cls(sparsity, **options)
+
+
+def rebuild_pruner(description: dict[str, Any]) -> Pruner:
+    """The pruner a checkpoint's ``Pruner.describe()`` record came from.
+
+    A record may hold more than the method's options (harp-channel records HARP's fixed layer bounds,
+    the magnitude baselines their layer budget): those are facts about the masks, not settings to pass.
+    """
+    options = dict(description)
+    method, sparsity = options.pop("method"), options.pop("sparsity")
+    takes = pruner_options(pruner_class(method))
+    return build_pruner(method, sparsity, **{k: v for k, v in options.items() if k in takes})
 
 
 # HARP's structured variant and the baselines of the comparison (method.md §6, §8), sharing one interface
@@ -93,7 +122,10 @@ __all__ = [
     "mask_sites",
     "masked_layers",
     "project_to_budget",
+    "pruner_class",
+    "pruner_options",
     "rate_for_keep_ratio",
+    "rebuild_pruner",
     "register_pruner",
     "register_strategy",
     "scaled_score_init",

@@ -12,9 +12,32 @@ from torch.utils.data import DataLoader
 
 from harp_prune import distributed
 from harp_prune.attacks import Attack
+from harp_prune.errors import HarpError
 from harp_prune.progress import progress
 from harp_prune.training.objectives import Objective
 from harp_prune.training.performance import Performance
+
+# On a GPU the running sums are checked for NaN/inf every this many steps (each check waits for the device);
+# on the CPU, where a check costs nothing, after every step.
+FINITE_CHECK_EVERY = 16
+
+
+class NonFiniteLoss(HarpError):
+    """The training loss (or the pruner's penalty) became NaN or infinite: training diverged."""
+
+    def __init__(self, step: int, what: str, value: float, exact: bool) -> None:
+        self.step, self.what, self.value, self.exact = step, what, value, exact
+        super().__init__(f"{'step' if exact else 'by step'} {step}: the training {what} is {value}")
+
+
+def _check_finite(sums: torch.Tensor, step: int, exact: bool) -> None:
+    """Raise NonFiniteLoss when a running sum (loss, correct, penalty) is no longer finite: one non-finite
+    step makes the sum non-finite for good, so checking the sums every few steps misses none."""
+    if bool(torch.isfinite(sums).all()):
+        return
+    loss_sum, _, penalty_sum = sums.tolist()
+    what, value = ("loss", loss_sum) if not math.isfinite(loss_sum) else ("penalty", penalty_sum)
+    raise NonFiniteLoss(step, what, value, exact)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -33,6 +56,9 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
                 show_progress: bool = True, performance: Performance | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; returns mean loss, accuracy (on the objective's logits), penalty.
 
+    Raises :class:`NonFiniteLoss` at the first non-finite loss or penalty (on a GPU within
+    ``FINITE_CHECK_EVERY`` steps of it, and always before returning).
+
     ``penalty`` is called once per step and added to the loss (HARP's γ L_hw), outside autocast so the
     size loss stays fp32; ``status`` gives extra fields for the progress bar (γ, sparsity), refreshed every
     few batches. ``performance`` switches on bf16 autocast (attack and forward) and channels_last.
@@ -43,7 +69,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     # Running sums stay on the device (loss * n, correct, penalty * n): no host sync per step, which would
     # stall a GPU; they are read only for the progress bar and once at the end.
     sums = torch.zeros(3, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-    count = 0
+    count = steps = 0
     started = time.perf_counter()
     bar = progress(loader, desc, show_progress)
     for step, (images, labels) in enumerate(bar):
@@ -63,13 +89,16 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             sums[1] += (logits.argmax(1) == labels).sum()
             if extra is not None:
                 sums[2] += extra.detach().to(sums.dtype) * n
-        count += n
+        count, steps = count + n, step + 1
+        if device.type == "cpu" or steps % FINITE_CHECK_EVERY == 0:
+            _check_finite(sums, steps, exact=device.type == "cpu")
         if show_progress and hasattr(bar, "set_postfix") and (step % 5 == 0):
             loss_sum, correct = sums[:2].tolist()
             fields = {"loss": f"{loss_sum / count:.3f}", "acc": f"{correct / count:.3f}"}
             if status is not None:
                 fields.update(status())
             bar.set_postfix(fields, refresh=False)
+    _check_finite(sums, steps, exact=device.type == "cpu")
     loss_sum, correct, penalty_sum = sums.tolist()
     totals = {"loss": loss_sum, "correct": correct, "penalty": penalty_sum, "count": count}
     totals = distributed.all_reduce_sum(totals)

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader
 
 from harp_prune import distributed
 from harp_prune.attacks import Attack
+from harp_prune.config import refuse_changed_settings
+from harp_prune.errors import HarpError
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, sparsity_report
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
-from harp_prune.training.loop import accuracy, cosine_lr, set_lr, train_epoch
+from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, set_lr, train_epoch
 from harp_prune.training.objectives import Objective
 from harp_prune.training.performance import Performance
 
@@ -36,6 +38,10 @@ class StageSettings:
     show_progress: bool = True
     performance: Performance = field(default_factory=Performance)
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
+    # config keys (top-level keys or sections) that shape this stage's result, and dotted keys among them
+    # that do not: a last.pt made under other values of result_keys is refused on resume
+    result_keys: tuple[str, ...] = ()
+    neutral_keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,6 +57,19 @@ def _reseed_loader(loader: DataLoader, seed: int, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 1_000_003 + epoch)
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN/inf, if any."""
+    return next((name for name, tensor in model.state_dict().items()
+                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                 and not bool(torch.isfinite(tensor).all())), None)
+
+
+def _diverged(settings: StageSettings, epoch: int, detail: str) -> HarpError:
+    return HarpError(f"{settings.name} epoch {epoch + 1}, {detail}; training diverged, so the stage stopped "
+                     f"before writing this epoch's checkpoints: lower {settings.name}.lr (now {settings.lr:g}) and "
+                     "rerun without --resume")
 
 
 def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Parameter], objective: Objective,
@@ -76,6 +95,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
     result, start = StageResult(), 0
     if resume and last_path.exists():
         state = load_checkpoint(last_path, device)
+        refuse_changed_settings(state.get("config"), meta.get("config") or {}, settings.result_keys,
+                                settings.neutral_keys, last_path)
         load_state_into(model, state["model"], str(last_path))
         optimizer.load_state_dict(state["optimizer"])
         if pruner is not None:
@@ -105,12 +126,17 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
                     fields["gamma"] = f"{pruner.gamma_for(epoch):.3g}"
             return fields
 
-        train = train_epoch(
-            train_model, train_loader, optimizer, objective, device,
-            penalty=(lambda epoch=epoch: pruner.penalty(epoch)) if pruner is not None else None,
-            status=status, desc=f"{settings.name} {epoch + 1}/{settings.epochs}", show_progress=settings.show_progress,
-            performance=perf,
-        )
+        try:
+            train = train_epoch(
+                train_model, train_loader, optimizer, objective, device,
+                penalty=(lambda epoch=epoch: pruner.penalty(epoch)) if pruner is not None else None,
+                status=status, desc=f"{settings.name} {epoch + 1}/{settings.epochs}",
+                show_progress=settings.show_progress, performance=perf,
+            )
+        except NonFiniteLoss as error:
+            raise _diverged(settings, epoch, str(error)) from None
+        if (broken := _first_non_finite(model)) is not None:
+            raise _diverged(settings, epoch, f"after its last step: {broken} holds NaN/inf")
         distributed.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics: rank 0's
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["accuracy"],
                                "seconds": train["seconds"]}
