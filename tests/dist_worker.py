@@ -6,8 +6,10 @@ for the distributed run (gloo on CPU); rank 0 writes ``OUT/result.json``. Used b
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ import torch
 from harp_prune import distributed, pipeline
 from harp_prune.config import build_config
 from harp_prune.data import ImageData, Splits, load_embedded_fashion_mnist, make_splits
+from harp_prune.training import stage
 
 
 def tiny_splits() -> Splits:
@@ -41,15 +44,22 @@ def config(out_dir: str | Path, source: str | Path | None, **extra):
 
 
 def main(out_dir: str, source: str) -> dict:
-    """prune 1 of 2 epochs, drop final.pt (as if killed), resume to 2, fine-tune 1 epoch, evaluate both."""
+    """prune 1 of 2 epochs (interrupted as if killed), resume to 2, fine-tune 1 epoch, evaluate both."""
     splits = tiny_splits()
     cfg = config(out_dir, source)
     ctx = pipeline.prepare(cfg, splits)
-    first = config(out_dir, source, **{"prune.epochs": 1})
-    pipeline.prune(first, ctx=pipeline.prepare(first, splits))
-    if distributed.is_main():
-        (Path(out_dir) / "prune" / "final.pt").unlink()
-    distributed.barrier()
+    epochs_started = []
+
+    def train_one_epoch_only(*args, **kwargs):
+        epochs_started.append(True)
+        if len(epochs_started) == 2:
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    real_train_epoch = stage.train_epoch
+    with mock.patch.object(stage, "train_epoch", train_one_epoch_only), contextlib.suppress(KeyboardInterrupt):
+        pipeline.prune(cfg, ctx=ctx)
+    assert not (Path(out_dir) / "prune" / "final.pt").exists()
     pruned = pipeline.prune(cfg, resume=True, ctx=ctx)
     pruned_eval = pipeline.evaluate(cfg, model=pruned, ctx=ctx)
     tuned = pipeline.finetune(cfg, ctx=ctx)
