@@ -59,7 +59,7 @@ LOADER = textwrap.dedent("""
 def _checkpoint(model: torch.nn.Module, method: str, sparsity: float, path: Path) -> Path:
     """A stage checkpoint in the pipeline's format, with random (but fixed) scores so masks are non-trivial."""
     torch.manual_seed(1)
-    pruner = build_pruner(method, sparsity, input_shape=SHAPE)
+    pruner = build_pruner(method, sparsity, **({"input_shape": SHAPE} if method == "harp-channel" else {}))
     pruner.attach(model)
     with torch.no_grad():
         for layer in pruner.layers:
