@@ -611,3 +611,12 @@ def test_bad_api_argument(build, message):
 def test_harp_pruner_with_a_text_sparsity():
     with pytest.raises(HarpError, match="sparsity must be a number, got 'abc'"):
         HarpPruner(sparsity="abc")
+
+
+def test_run_with_a_model_that_has_nothing_to_prune_fails_before_pretraining(tmp_path, tiny_splits):
+    """Used to end in a ZeroDivisionError after the whole pre-training."""
+    config = build_config(cli_values={"out_dir": str(tmp_path / "run"), "pretrain.epochs": 1, "progress": False})
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(784))
+    with pytest.raises(HarpError, match="no prunable parameter"):
+        pipeline.run(config, model=model, splits=tiny_splits)
+    assert not (tmp_path / "run" / "pretrain").exists()

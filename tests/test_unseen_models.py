@@ -144,28 +144,28 @@ def _check_exports(model: nn.Module, make: type[nn.Module], tmp_path, input_shap
     return differences
 
 
+def _prune_check_export(make: type[nn.Module], sizes: dict[str, int], method: str, tmp_path) -> nn.Module:
+    """Prune a fresh ``make()`` with ``method``, check its counts and that every export equals it."""
+    torch.manual_seed(0)
+    model = _prune(make(), method)
+    assert list(masked_layers(model)) == list(sizes)
+    _check_counts(model, sizes, method)
+    for name, difference in _check_exports(model, make, tmp_path).items():
+        assert difference < 1e-4, (name, difference)
+    return model
+
+
 @pytest.mark.parametrize("method", WEIGHT_METHODS)
 def test_unseen_cnn_every_method_and_export(method, tmp_path):
-    torch.manual_seed(0)
-    model = _prune(UnseenCNN(), method)
-    assert list(masked_layers(model)) == list(CNN_PRUNABLE)
-    _check_counts(model, CNN_PRUNABLE, method)
-    plain = zeroed_model(model)
+    plain = zeroed_model(_prune_check_export(UnseenCNN, CNN_PRUNABLE, method, tmp_path))
     assert plain.tied_in.weight is plain.tied_out.weight and plain.shared is plain.alias
-    for name, difference in _check_exports(model, UnseenCNN, tmp_path).items():
-        assert difference < 1e-4, (name, difference)
 
 
 @pytest.mark.parametrize("method", WEIGHT_METHODS)
 def test_tiny_vit_every_method_and_export(method, tmp_path):
-    torch.manual_seed(0)
-    model = _prune(TinyViT(), method)
-    assert list(masked_layers(model)) == list(VIT_PRUNABLE)
-    _check_counts(model, VIT_PRUNABLE, method)
+    model = _prune_check_export(TinyViT, VIT_PRUNABLE, method, tmp_path)
     in_proj = model.encoder.self_attn.in_proj_weight  # attention reads it directly: masked there too
     assert int(torch.count_nonzero(in_proj)) == masked_layers(model)["encoder.self_attn.in_proj_weight"].kept()
-    for name, difference in _check_exports(model, TinyViT, tmp_path).items():
-        assert difference < 1e-4, (name, difference)
 
 
 def test_channel_pruning_refuses_attention_with_a_clear_message():

@@ -51,7 +51,9 @@ from harp_prune.pruning import (
     Prunable,
     Pruner,
     build_pruner,
+    find_sites,
     masked_layers,
+    no_prunable_error,
     pruner_class,
     pruner_options,
     rebuild_pruner,
@@ -318,8 +320,8 @@ def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits: Split
     return model
 
 
-# prune.* keys that are stage settings or say what to prune, not options of a pruner
-# what is pruned is one ``Prunable`` option that every method takes (``_prunable``), not three options
+# prune.* keys that are not pruner options: stage settings, and the three that say what is pruned (every
+# method takes them as one ``Prunable``)
 _PRUNABLE_KEYS = ("layer_types", "include_parameters", "exclude")
 _NOT_PRUNER_OPTIONS = {f.name for f in fields(StageConfig)} | {"method", "sparsity", "source", *_PRUNABLE_KEYS}
 # pruner options named differently in the config (prune.channel_target is harp-channel's ``target``)
@@ -372,8 +374,13 @@ def pruner_config_options(config: RunConfig) -> dict[str, Any]:
         options[option] = _strategy(key, value) if key in _STRATEGY_OPTIONS else value
     if "seed" in pruner_options(pruner_class(method)):
         options["seed"] = config.seed
-    options["prunable"] = Prunable(*(getattr(config.prune, key) for key in _PRUNABLE_KEYS))
+    options["prunable"] = configured_prunable(config)
     return options
+
+
+def configured_prunable(config: RunConfig) -> Prunable:
+    """What the config says to prune (prune.layer_types, prune.include_parameters, prune.exclude)."""
+    return Prunable(*(getattr(config.prune, key) for key in _PRUNABLE_KEYS))
 
 
 def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> Pruner:
@@ -495,6 +502,8 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     """All stages, then dense-vs-pruned evaluation; writes ``results.json`` and ``summary.md``."""
     started = time.perf_counter()
     ctx = prepare(config, splits, user_model=model is not None)
+    if model is not None and not find_sites(model, configured_prunable(config))[0]:
+        raise no_prunable_error(configured_prunable(config))  # now, not after pre-training
     log(f"harp run: {type(model).__name__ if model is not None else config.model} on {ctx.dataset_name} "
         f"({len(ctx.train_loader.dataset)} train, {len(ctx.select_loader.dataset)} selection, "
         f"{len(ctx.test_loader.dataset)} test), "
@@ -503,9 +512,9 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     dense_eval = evaluate(config, model=dense, ctx=ctx)
     pruned = prune(config, model=dense, resume=resume, ctx=ctx)
     pruned = finetune(config, model=pruned if model is not None else None, resume=resume, ctx=ctx)
-    pruned_eval = evaluate(config, model=pruned, ctx=ctx,
-                           budget=load_checkpoint(ctx.out_dir / "finetune" / "final.pt").get("budget"))
-    histories = {stage: load_checkpoint(ctx.out_dir / stage / "final.pt")["history"] for stage in STAGES}
+    finals = {stage: load_checkpoint(ctx.out_dir / stage / "final.pt") for stage in STAGES}
+    pruned_eval = evaluate(config, model=pruned, ctx=ctx, budget=finals["finetune"].get("budget"))
+    histories = {stage: final["history"] for stage, final in finals.items()}
     results = {
         "config": config.to_dict(), "provenance": {k: v for k, v in config.provenance.items() if v != "default"},
         "dense": dense_eval, "pruned": pruned_eval, "history": histories,

@@ -25,9 +25,9 @@ from harp_prune.pruning.masked import (
     Prunable,
     WeightMask,
     find_sites,
-    iter_prunable,
     mask_sites,
     masked_layers,
+    no_prunable_error,
     unwrap_model,
     wrap_model,
 )
@@ -74,15 +74,9 @@ def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
 
 
 def rebuild_pruner(description: dict[str, Any]) -> Pruner:
-    """The pruner a checkpoint's ``Pruner.describe()`` record came from.
-
-    A record may hold more than the method's options (harp-channel records HARP's fixed layer bounds,
-    the magnitude baselines their layer budget): those are facts about the masks, not settings to pass.
-    """
+    """The pruner a checkpoint's ``Pruner.describe()`` record came from (the record holds its options)."""
     options = dict(description)
-    method, sparsity = options.pop("method"), options.pop("sparsity")
-    takes = pruner_options(pruner_class(method))
-    return build_pruner(method, sparsity, **{k: v for k, v in options.items() if k in takes})
+    return build_pruner(options.pop("method"), options.pop("sparsity"), **options)
 
 
 # HARP's structured variant and the baselines of the comparison (method.md §6, §8), sharing one interface
@@ -114,13 +108,13 @@ __all__ = [
     "build_pruner",
     "erk_densities",
     "find_sites",
-    "iter_prunable",
     "keep_ratio",
     "kept_count",
     "lamp_densities",
     "layer_densities",
     "mask_sites",
     "masked_layers",
+    "no_prunable_error",
     "project_to_budget",
     "pruner_class",
     "pruner_options",

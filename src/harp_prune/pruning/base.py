@@ -24,6 +24,7 @@ from harp_prune.pruning.masked import (
     fan_in,
     mask_sites,
     masked_layers,
+    no_prunable_error,
     wrap_model,
 )
 from harp_prune.pruning.rates import check_density, check_sparsity, rate_for_keep_ratio
@@ -77,11 +78,7 @@ class Pruner(ABC):
                             "dense model, or call pruner.adopt(model) to keep its masks")
         layers = wrap_model(model, self.min_keep, self.prunable, layer_type=self.layer_type)
         if not layers:
-            raise HarpError(
-                f"the model has no prunable parameter (layer types {', '.join(self.prunable.layer_types)}, "
-                f"patterns {list(self.prunable.include_parameters)}, minus exclude {list(self.prunable.exclude)}); "
-                "give a model with Conv2d/Linear/attention layers or name parameters with prune.include_parameters"
-            )
+            raise no_prunable_error(self.prunable)
         for layer in layers.values():
             layer.min_keep = self.min_keep
         self.layers, self.layer_names = list(layers.values()), list(layers)
@@ -179,9 +176,14 @@ class Pruner(ABC):
         allowed kept fraction and ``realised`` the kept fraction of the current masks; ``weights`` is the
         kept fraction of conv/linear weights whatever the quantity, so every report can show both.
         """
-        density = sum(layer.kept() for layer in self.layers) / sum(layer.numel for layer in self.layers)
+        density = self.density()
         return {"quantity": "weights", "sparsity_of": "weights", "target": self.target_density, "realised": density,
                 "weights": density}
+
+    def density(self) -> float:
+        """The kept fraction of the masked weights, from each mask's kept count (no pass over the weights)."""
+        self._require_attached("density()")
+        return sum(layer.kept() for layer in self.layers) / sum(layer.numel for layer in self.layers)
 
     def describe_prunable(self) -> dict:
         """The selection of pruned parameters, as ``describe`` records it."""

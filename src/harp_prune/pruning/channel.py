@@ -268,7 +268,10 @@ class HarpChannelPruner(HarpPruner):
         return row
 
     def describe(self) -> dict:
-        return {**super().describe(), "target": self.target, "input_shape": self.input_shape}
+        # HARP's per-layer bounds and rate estimator are not options here: the channel variant fixes them
+        described = {k: v for k, v in super().describe().items()
+                     if k not in ("min_layer_density", "max_layer_density", "rate_frontier")}
+        return {**described, "target": self.target, "input_shape": self.input_shape}
 
 
 def _scaled_l1(layer: ChannelMaskedLayer) -> torch.Tensor:

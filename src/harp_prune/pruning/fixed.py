@@ -96,9 +96,7 @@ class FixedRatePruner(Pruner):
         return 0.0
 
     def describe(self) -> dict:
-        budget = self.layer_budget
-        return {"method": self.name, "sparsity": self.sparsity,
-                "layer_budget": budget if isinstance(budget, str) else list(budget), **self.describe_prunable()}
+        return {"method": self.name, "sparsity": self.sparsity, **self.describe_prunable()}
 
 
 @torch.no_grad()

@@ -24,3 +24,7 @@ class HydraPruner(FixedRatePruner):
 
     def init_scores(self, layers: list[WeightMask]) -> None:
         scaled_score_init(layers)
+
+    def describe(self) -> dict:
+        budget = self.layer_budget
+        return {**super().describe(), "layer_budget": budget if isinstance(budget, str) else list(budget)}

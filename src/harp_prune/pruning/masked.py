@@ -267,8 +267,7 @@ def _raw_parameter(module: nn.Module, attribute: str) -> torch.Tensor | None:
     """The Parameter behind ``module.attribute`` (the unmasked original when it is parametrized)."""
     if parametrize.is_parametrized(module, attribute):
         return module.parametrizations[attribute].original  # type: ignore[index,union-attr]
-    value = module._parameters.get(attribute)
-    return value
+    return module._parameters.get(attribute)
 
 
 def find_sites(model: nn.Module, prunable: Prunable | None = None) -> tuple[dict[str, Site], dict[str, Site]]:
@@ -308,6 +307,15 @@ def find_sites(model: nn.Module, prunable: Prunable | None = None) -> tuple[dict
     selected = {site.name: site for key, site in sites.items() if key not in excluded_ids}
     excluded = {site.name: site for key, site in sites.items() if key in excluded_ids}
     return selected, excluded
+
+
+def no_prunable_error(prunable: Prunable) -> HarpError:
+    """The error for a model in which ``prunable`` selects nothing."""
+    return HarpError(
+        f"the model has no prunable parameter (layer types {', '.join(prunable.layer_types)}, patterns "
+        f"{list(prunable.include_parameters)}, minus exclude {list(prunable.exclude)}); give a model with "
+        "Conv2d/Linear/attention layers or name parameters with prune.include_parameters"
+    )
 
 
 def mask_of(module: nn.Module, attribute: str) -> WeightMask | None:
@@ -394,17 +402,6 @@ def _give_own_class(module: nn.Module) -> None:
     """
     cls = type(module)
     module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-
-
-def iter_prunable(model: nn.Module, prunable: Prunable | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """(site name, unmasked Parameter) for every prunable parameter, masked or not, in registration order.
-
-    With no masks on the model, the default selection; with masks, the masked parameters.
-    """
-    masked = mask_sites(model)
-    sites = masked if masked else find_sites(model, prunable)[0]
-    for name, site in sites.items():
-        yield name, site.parameter
 
 
 def prunable_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -20,7 +20,7 @@ from harp_prune.attacks import Attack
 from harp_prune.config import refuse_changed_settings
 from harp_prune.errors import HarpError
 from harp_prune.progress import log
-from harp_prune.pruning import Pruner, sparsity_report
+from harp_prune.pruning import Pruner
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
 from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, set_lr, train_epoch
 from harp_prune.training.objectives import Objective
@@ -121,7 +121,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         def status(epoch: int = epoch) -> dict[str, str]:
             fields = {}
             if pruner is not None:
-                fields["sparsity"] = f"{sparsity_report(model).sparsity:.4f}"
+                fields["sparsity"] = f"{1.0 - pruner.density():.4f}"
                 if pruner.learns_rates:
                     fields["gamma"] = f"{pruner.gamma_for(epoch):.3g}"
             return fields
@@ -145,7 +145,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             if distributed.active():  # the γ freeze is rank 0's decision, whatever rounding did elsewhere
                 pruner.load_state_dict(distributed.broadcast_object(pruner.state_dict()))
                 distributed.check_masks_agree(model, f"{settings.name} epoch {epoch + 1}")
-            row["sparsity"] = sparsity_report(model).sparsity
+            row["sparsity"] = 1.0 - pruner.density()
         row["natural_acc"] = accuracy(model, select_loader, device)
         if select_attack is not None:
             row["robust_acc"] = accuracy(model, select_loader, device, select_attack)
