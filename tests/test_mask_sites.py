@@ -152,3 +152,23 @@ def test_pruner_call_order_is_checked():
 def test_bad_pruner_arguments_are_one_line_errors(options, match):
     with pytest.raises(HarpError, match=match):
         build_pruner("harp", options.pop("sparsity"), **options)
+
+
+def test_excluded_layers_appear_in_the_evaluation_and_its_table():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harp_prune.evaluation import evaluate_model, layer_table
+
+    torch.manual_seed(0)
+    model = _reused_conv_model()
+    pruner = HarpPruner(0.9, prunable=Prunable(exclude=("6",)))
+    pruner.attach(model)
+    pruner.finalize()
+    loader = DataLoader(TensorDataset(torch.rand(8, 1, 6, 6), torch.randint(0, 10, (8,))), batch_size=4)
+    result = evaluate_model(model, loader, {}, torch.device("cpu"))
+    assert [layer["name"] for layer in result["dense_layers"]] == ["6"]
+    assert result["prunable_weights"] == 36 + 144
+    assert result["other_parameters"] == 4 + 4 + 10  # the biases
+    table = layer_table(result)
+    assert "| 6 (not pruned) | 1,440 | 1,440 | 100.000 |" in table
+    assert "other parameters" in table

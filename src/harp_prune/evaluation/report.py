@@ -37,8 +37,14 @@ def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def layer_table(result: dict[str, Any]) -> str:
-    """Per-layer kept weights and keep-ratio of one evaluated model."""
+    """Per-layer kept weights and keep-ratio of one evaluated model; layers left dense (excluded from pruning)
+    follow, marked, with their non-zero weights, and the count of every other parameter closes the table."""
     lines = ["| layer | weights | kept | keep-ratio % |", "|---|---|---|---|"]
     for layer in result["layers"]:
         lines.append(f"| {layer['name']} | {layer['numel']:,} | {layer['kept']:,} | {100 * layer['density']:.3f} |")
+    for layer in result.get("dense_layers", []):
+        lines.append(f"| {layer['name']} (not pruned) | {layer['numel']:,} | {layer['kept']:,} | "
+                     f"{100 * layer['density']:.3f} |")
+    if result.get("other_parameters"):
+        lines.append(f"| other parameters (biases, norms, ...; not pruned) | {result['other_parameters']:,} | - | - |")
     return "\n".join(lines)

@@ -60,7 +60,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
         balanced["worst_case"] = balanced_accuracy(correct_everywhere, truth)
     for flag in flags:
         log(f"[evaluate] warning: {flag}")
-    report = sparsity_report(model)
+    report = sparsity_report(model).as_dict()
     return {
         "examples": len(truth),
         "natural_acc": float((natural == truth).float().mean()),
@@ -71,10 +71,12 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
         "attack_details": details,
         "attack_seconds": seconds,
         "flags": flags,
-        "sparsity": report.sparsity,
-        "kept_weights": report.kept,
-        "prunable_weights": report.total,
-        "layers": report.as_dict()["layers"],
+        "sparsity": report["sparsity"],
+        "kept_weights": report["kept"],
+        "prunable_weights": report["total"],
+        "layers": report["layers"],
+        "dense_layers": report["dense_layers"],  # prunable types left without a mask (excluded)
+        "other_parameters": report["other_parameters"],
         "seconds": time.perf_counter() - started,
     }
 
