@@ -1,4 +1,4 @@
-"""HARP's structured variant (method.md §6): learned input-channel masks under a FLOPs or parameter budget.
+"""HARP's structured variant (docs/method.md): learned input-channel masks under a FLOPs or parameter budget.
 
 Differences from the official code, each a fix of a documented bug or limitation:
 
@@ -39,7 +39,8 @@ TARGETS = ("channels", "flops", "params")
 
 
 class ChannelMaskedLayer(WeightMask):
-    """Input-channel masking (method.md §6): one score per input channel, the mask zeroes W[:, c, ...].
+    """Input-channel masking (docs/method.md, channel variant): one score per input channel; the mask zeroes
+    W[:, c, ...].
 
     Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but the unit's (the
     official code's reshape groups contiguous chunks of the out-major tensor instead). A depthwise conv's
