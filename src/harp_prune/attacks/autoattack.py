@@ -134,7 +134,7 @@ class AutoAttackResult:
 
     @property
     def robust_acc(self) -> float:
-        return float(self.robust.float().mean())
+        return float(self.robust.double().mean())
 
     def without_examples(self) -> AutoAttackResult:
         """The figures only (robust flags on the CPU), cheap to send to other processes."""
@@ -245,7 +245,7 @@ class AutoAttack(Attack):
                 predicted = torch.cat([model(images[i:i + self.batch_size]).argmax(1)
                                        for i in range(0, len(images), self.batch_size)])
             robust = predicted == labels
-            state = {"settings": settings, "clean_acc": float(robust.float().mean()), "done": [], "components": {},
+            state = {"settings": settings, "clean_acc": float(robust.double().mean()), "done": [], "components": {},
                      "flags": []}
         resumed_from = list(state["done"])
         collector = _Collector()
@@ -268,7 +268,7 @@ class AutoAttack(Attack):
                 robust[index[fooled]] = False
                 adversarial[index[fooled]] = x_adv[fooled]
             state["done"].append(component)
-            state["components"][component] = float(robust.float().mean())
+            state["components"][component] = float(robust.double().mean())
             state["robust"] = robust.cpu().tolist()
             state["flags"] = collector.flags
             if state_file is not None:

@@ -53,7 +53,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
         if getattr(attack, "flags", None) and name not in details:
             flags.extend(f"{name}: {flag}" for flag in attack.flags)
         seconds[name] = time.perf_counter() - attack_started
-        robust[name] = float(hit.float().mean())
+        robust[name] = float(hit.double().mean())
         balanced[name] = balanced_accuracy(hit, truth)
         correct_everywhere &= hit
     if attacks:
@@ -63,9 +63,9 @@ def evaluate_model(model: nn.Module, loader: DataLoader, attacks: dict[str, Atta
     report = sparsity_report(model).as_dict()
     return {
         "examples": len(truth),
-        "natural_acc": float((natural == truth).float().mean()),
+        "natural_acc": float((natural == truth).double().mean()),
         "robust_acc": robust,
-        "worst_case_acc": float(correct_everywhere.float().mean()) if attacks else None,
+        "worst_case_acc": float(correct_everywhere.double().mean()) if attacks else None,
         "balanced_acc": balanced,
         "attacks": {name: describe_attack(a) for name, a in attacks.items()},
         "attack_details": details,

@@ -24,7 +24,7 @@ def balanced_accuracy(hit: torch.Tensor, labels: torch.Tensor) -> float:
     classes = labels.unique()
     if len(classes) == 0:
         return float("nan")
-    return float(torch.stack([hit[labels == c].float().mean() for c in classes]).mean())
+    return float(torch.stack([hit[labels == c].double().mean() for c in classes]).mean())
 
 
 def spread_subset(n: int, limit: int) -> torch.Tensor:
@@ -84,7 +84,7 @@ def sweep_report(hits: torch.Tensor, eps: float, norm: str, multiples: list[floa
     must be near zero at the largest multiple.
     """
     examples = hits.shape[1]
-    accs = [float(row.float().mean()) for row in hits]
+    accs = [float(row.double().mean()) for row in hits]
     tolerance = 2.0 / max(examples, 1)
     pairs = list(zip(multiples, accs, strict=True))
     warnings = [

@@ -140,4 +140,4 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device, attack:
              desc: str = "eval", show_progress: bool = False) -> float:
     """Accuracy over ``loader`` (robust accuracy when ``attack`` is given)."""
     predicted, truth = predictions(model, loader, device, attack, desc, show_progress)
-    return float((predicted == truth).float().mean()) if len(truth) else float("nan")
+    return float((predicted == truth).double().mean()) if len(truth) else float("nan")
