@@ -58,3 +58,54 @@ def test_attack_does_not_touch_parameter_gradients(trained_model, test_batch):
     trained_model.zero_grad(set_to_none=True)
     PGD(0.1, 0.025, steps=2)(trained_model, *[t[:8] for t in test_batch])
     assert all(p.grad is None for p in trained_model.parameters())
+
+
+def test_attacks_on_a_pruned_model_compute_the_masked_weights_once_with_the_same_result(monkeypatch):
+    """Inside an attack the masked weights are cached (computed once, no graph to S and r): the adversarial
+    examples, and the scores' and rates' gradients of the training step after it, equal the uncached ones."""
+    from contextlib import nullcontext
+
+    from harp_prune.attacks import base
+    from harp_prune.models import build_model
+    from harp_prune.pruning import HarpPruner
+
+    def attack_then_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
+        pruner = HarpPruner(0.9)
+        pruner.attach(model)
+        x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+        adversarial = PGD(0.1, 0.025, 4)(model, x, y)
+        torch.nn.functional.cross_entropy(model(adversarial), y).backward()
+        return adversarial, [g for layer in pruner.layers for g in (layer.scores.grad, layer.rate.grad)]
+
+    reads = []
+    original = base.fixed_weights
+
+    def counting(model):
+        reads.append(model)
+        return original(model)
+
+    monkeypatch.setattr(base, "fixed_weights", counting)
+    cached_adversarial, cached_gradients = attack_then_gradients()
+    assert reads  # the attack ran under the cache
+    monkeypatch.setattr(base, "fixed_weights", lambda model: nullcontext())
+    plain_adversarial, plain_gradients = attack_then_gradients()
+    assert torch.equal(cached_adversarial, plain_adversarial)
+    assert all(torch.equal(a, b) for a, b in zip(cached_gradients, plain_gradients, strict=True))
+
+
+def test_the_attack_cache_ends_with_the_attack():
+    from torch.nn.utils import parametrize
+
+    from harp_prune.models import build_model
+    from harp_prune.pruning import HarpPruner
+
+    model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
+    pruner = HarpPruner(0.9)
+    pruner.attach(model)
+    PGD(0.1, 0.025, 2)(model, torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,)))
+    assert not parametrize._cache_enabled and not parametrize._cache
+    with torch.no_grad():
+        pruner.layers[0].rate.fill_(-3.0)  # a new mask must be seen by the next read
+    assert int(torch.count_nonzero(model.net.features[0].weight)) == pruner.layers[0].kept()

@@ -1,15 +1,20 @@
 """The small base class every attack derives from (torchattacks' pattern).
 
 ``Attack.__call__`` runs the model in eval mode (BatchNorm uses running statistics, dropout is off) and
-restores whatever mode it found, even on error; subclasses only implement ``perturb``.
+restores whatever mode it found, even on error; subclasses only implement ``perturb``. The weights are
+constant during an attack, so a pruned model's masked weights (parametrizations) are computed once for all
+its iterations, without a graph to the scores: an attack needs gradients with respect to its input only.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from harp_prune.errors import HarpError
 
@@ -37,7 +42,8 @@ class Attack(ABC):
         was_training = model.training
         model.eval()
         try:
-            return self.perturb(model, images.detach(), labels).detach()
+            with fixed_weights(model):
+                return self.perturb(model, images.detach(), labels).detach()
         finally:
             model.train(was_training)
 
@@ -54,6 +60,28 @@ class Attack(ABC):
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (delta.ndim - 1))
             delta = delta * (self.eps / norms).clamp(max=1.0)
         return (images + delta).clamp(0.0, 1.0)
+
+
+@contextmanager
+def fixed_weights(model: nn.Module) -> Iterator[None]:
+    """Within the block, every parametrized tensor of ``model`` (a pruning mask's W * M) is computed once,
+    now and without autograd history, and reused by every read (``torch.nn.utils.parametrize.cached``).
+
+    A parametrization with ``reuse_mask = False`` (benchmarks/prune_step.py's emulation of the official
+    code, which re-sorts the scores on every forward pass) turns the caching off, so it keeps doing so.
+    """
+    emulate_resort = any(not getattr(p, "reuse_mask", True) for m in model.modules()
+                         if parametrize.is_parametrized(m) for ps in m.parametrizations.values() for p in ps)
+    if emulate_resort:
+        yield
+        return
+    with parametrize.cached():
+        with torch.no_grad():
+            for module in model.modules():
+                if parametrize.is_parametrized(module):
+                    for name in module.parametrizations:  # type: ignore[union-attr]
+                        getattr(module, name)  # fills the cache
+        yield
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
