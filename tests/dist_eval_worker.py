@@ -7,7 +7,6 @@ figures to ``OUT/eval.json`` (rank 0). Used by test_distributed.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -43,8 +42,6 @@ def main(out_dir: str, state: str) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    try:
-        main(sys.argv[1], sys.argv[2])
-    finally:
-        distributed.cleanup()
+    from dist_worker import run_as_worker  # the scripts run from tests/, which is then on sys.path
+
+    run_as_worker(main)

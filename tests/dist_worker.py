@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -71,9 +72,14 @@ def main(out_dir: str, source: str) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def run_as_worker(entry: Callable[[str, str], object]) -> None:
+    """A worker script's entry: one thread per process, ``entry(argv[1], argv[2])``, the process group closed."""
     torch.set_num_threads(1)
     try:
-        main(sys.argv[1], sys.argv[2])
+        entry(sys.argv[1], sys.argv[2])
     finally:
         distributed.cleanup()
+
+
+if __name__ == "__main__":
+    run_as_worker(main)
