@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.export import ChannelSelect, slim_model
+from harp_prune.export import ChannelSelect, slim_model, zeroed_model
 from harp_prune.export.slim import plan_slimming
 from harp_prune.models import build_model
 from harp_prune.pruning import build_pruner, masked_layers
@@ -73,8 +75,25 @@ def test_untied_masks_on_one_tensor_are_refused():
         plan_slimming(model, keep, (3, 32, 32))
 
 
-def test_weight_masked_models_cannot_be_slimmed():
+def test_weight_masked_models_lose_the_input_channels_no_kept_weight_reads():
+    torch.manual_seed(0)
     model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
-    build_pruner("harp", 0.9).attach(model)
-    with pytest.raises(HarpError, match="harp-channel"):
-        slim_model(model, (1, 28, 28))
+    pruner = build_pruner("harp", 0.99)
+    pruner.attach(model)
+    pruner.finalize()
+    model.eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+    # independent count: the input channels of each layer whose masked weights are all zero
+    unused = {name: int((module.weight.detach().abs().sum(dim=[d for d in range(module.weight.dim()) if d != 1])
+                         == 0).sum()) for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)}
+    assert unused["net.classifier.3"] > 0
+    slim, plan = slim_model(copy.deepcopy(model), (1, 28, 28))
+    with torch.no_grad():
+        assert torch.allclose(slim(x), expected, atol=1e-5)
+    for name, inputs in plan.inputs.items():
+        assert len(inputs) == model.get_submodule(name).weight.shape[1] - unused[name]
+    dense = zeroed_model(model)  # the same model without the masks' scores and rates
+    assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in dense.parameters())

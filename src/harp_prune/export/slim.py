@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
+from harp_prune.export.csr import READS_CHILD_WEIGHTS
 from harp_prune.pruning.channel import ChannelMaskedLayer
 from harp_prune.pruning.graph import conv_groups, expand_units, is_depthwise, trace_layers
-from harp_prune.pruning.masked import masked_layers, prunable_modules, unwrap_model
+from harp_prune.pruning.masked import PRUNABLE_TYPES, find_sites, mask_sites, prunable_modules, unwrap_model
 
 FORMAT = "harp-slim-v1"
 
@@ -66,24 +67,58 @@ class SlimPlan:
         return cls(dict(data["inputs"]), dict(data["outputs"]), dict(data["batchnorms"]), list(data["gathers"]))
 
 
-def channel_keep(model: nn.Module) -> dict[str, list[int]]:
-    """Kept input channels of every channel-masked layer of a wrapped model (only those that drop some)."""
-    keep = {}
-    for name, layer in masked_layers(model).items():
-        if not isinstance(layer, ChannelMaskedLayer):
-            raise HarpError(f"layer '{name}' is weight-masked; slimming needs a channel-pruned model "
-                            "(prune with --method harp-channel)")
-        kept = torch.nonzero(layer.mask()).flatten().tolist()
-        if len(kept) < layer.units:
-            keep[name] = kept
-    return keep
+def channel_keep(model: nn.Module) -> tuple[dict[str, list[int]], bool, set[str]]:
+    """Kept input units of every masked layer that drops some, whether the masks are channel masks, and the
+    layers that must stay as they are (inputs and outputs).
+
+    A channel mask keeps whole input channels. Of a weight (unstructured) mask, an input channel of a plain
+    (groups=1) Conv2d/Linear is kept when any of its weights is; layers inside modules that read their
+    children's weights directly (attention, fused transformer layers) and tied weights keep all, and their
+    output channels stay too.
+    """
+    masks = mask_sites(model)
+    channel = any(isinstance(site.mask, ChannelMaskedLayer) for site in masks.values())
+    keep: dict[str, list[int]] = {}
+    # a weight held by several layers: slicing one holder would untie it (and grow the model)
+    fixed = {owner_name for site in find_sites(model)[0].values() if len({id(o) for _, o, _ in site.owners}) > 1
+             for owner_name, _, _ in site.owners}
+    for name, site in masks.items():
+        mask = site.mask
+        assert mask is not None
+        if channel:
+            kept = torch.nonzero(mask.mask()).flatten().tolist()
+            if len(kept) < mask.units:
+                keep[name] = kept
+            continue
+        module_name, module, attribute = site.owners[0]
+        parent = model.get_submodule(module_name.rpartition(".")[0]) if "." in module_name else model
+        if (attribute != "weight" or not isinstance(module, PRUNABLE_TYPES) or conv_groups(module) != 1
+                or isinstance(parent, READS_CHILD_WEIGHTS) or module_name in fixed):
+            fixed.update(owner_name for owner_name, _, _ in site.owners)
+            continue
+        weight = mask.masked_weight()
+        used = weight.abs().sum(dim=[d for d in range(weight.dim()) if d != 1]) > 0
+        if not bool(used.all()):
+            keep[name] = torch.nonzero(used).flatten().tolist()
+    return keep, channel, fixed
 
 
-def plan_slimming(model: nn.Module, keep: dict[str, list[int]], input_shape: Sequence[int]) -> SlimPlan:
-    """Decide, by tracing the plain ``model``, what each layer and BatchNorm keeps."""
-    trace = trace_layers(model, input_shape)
+def plan_slimming(model: nn.Module, keep: dict[str, list[int]], input_shape: Sequence[int],
+                  tied: bool = True, fixed: frozenset[str] | set[str] = frozenset()) -> SlimPlan:
+    """Decide, by tracing the plain ``model``, what each layer and BatchNorm keeps.
+
+    ``tied``: the kept units come from channel masks, which layers reading one tensor share. Otherwise (weight
+    masks) a group drops the channels that none of its readers uses, and groups that cannot are left whole.
+    A producer in ``fixed`` (a layer that must keep its shape) keeps its outputs; its readers gather.
+    """
+    trace = trace_layers(model, input_shape, every_layer=tied)
     plan = SlimPlan()
     for index, members in enumerate(trace.groups):
+        if not tied:
+            if index in trace.frozen or any(m not in keep for m in members):
+                continue  # a reader uses every channel, or is not a plain layer: nothing can go
+            union = set().union(*(keep[m] for m in members))
+            keep.update({m: sorted(union) for m in members})
         kept = {tuple(keep[m]) for m in members if m in keep}
         if not kept:
             continue
@@ -95,12 +130,13 @@ def plan_slimming(model: nn.Module, keep: dict[str, list[int]], input_shape: Seq
                             "prune with harp-channel, which keeps their channels")
         units = list(next(iter(kept)))
         channels = expand_units(units, trace.layers[members[0]].layer)
+        kept_whole = [source for source in trace.sources[index] if source.producer in fixed]
         for member in members:
             plan.inputs[member] = units
-            if trace.gathers(member):
+            if trace.gathers(member) or any(member in source.readers for source in kept_whole):
                 plan.gathers.append(member)
         for source in trace.sources[index]:
-            if source.producer is None:
+            if source.producer is None or source.producer in fixed:  # a fixed producer keeps its outputs
                 continue
             if not is_depthwise(trace.layers[source.producer].layer):  # a depthwise producer is a member
                 plan.outputs[source.producer] = channels
@@ -151,8 +187,12 @@ def _slice_batchnorm(bn: nn.Module, channels: list[int]) -> nn.Module:
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+    """Put ``module`` wherever the module called ``name`` is registered (a module may sit under two names)."""
+    old = model.get_submodule(name)
+    for other, candidate in list(model.named_modules(remove_duplicate=False)):
+        if candidate is old and other:
+            parent_name, _, child = other.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 @torch.no_grad()
@@ -174,10 +214,11 @@ def apply_plan(model: nn.Module, plan: SlimPlan) -> nn.Module:
 
 
 def slim_model(model: nn.Module, input_shape: Sequence[int]) -> tuple[nn.Module, SlimPlan]:
-    """Turn a channel-masked model (in place) into a plain, physically smaller one with the same outputs."""
-    keep = channel_keep(model)
+    """Turn a pruned model (in place) into a plain, physically smaller one with the same outputs: channel masks
+    remove their channels; weight masks remove the input channels no kept weight reads."""
+    keep, channel, fixed = channel_keep(model)
     unwrap_model(model)
-    plan = plan_slimming(model, keep, input_shape)
+    plan = plan_slimming(model, keep, input_shape, tied=channel, fixed=fixed)
     return apply_plan(model, plan), plan
 
 

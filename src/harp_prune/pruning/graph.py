@@ -128,8 +128,12 @@ class _Ties:
 
 
 @torch.no_grad()
-def _record_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[dict[str, nn.Module], list[tuple]]:
-    """(plain layers by name, [(name, input tensor, output tensor)] in execution order) of one dummy pass."""
+def _record_calls(model: nn.Module, input_shape: Sequence[int],
+                  every_layer: bool = True) -> tuple[dict[str, nn.Module], list[tuple]]:
+    """(plain layers by name, [(name, input tensor, output tensor)] in execution order) of one dummy pass.
+
+    ``every_layer=False`` leaves out the layers that did not run as modules (e.g. a Linear that attention
+    reads directly) instead of refusing the model."""
     prunable = dict(prunable_modules(model))
     if not prunable:
         raise HarpError("the model has no Conv2d or Linear layer to prune")
@@ -154,15 +158,18 @@ def _record_calls(model: nn.Module, input_shape: Sequence[int]) -> tuple[dict[st
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    missing = set(prunable) - {name for name, _, _ in calls}
-    if missing:
+    ran = {name for name, _, _ in calls}
+    missing = set(prunable) - ran
+    if missing and every_layer:
         raise HarpError(f"layers {sorted(missing)} did not run on the dummy input; remove or exclude them")
-    return prunable, calls
+    return {name: layer for name, layer in prunable.items() if name in ran}, calls
 
 
-def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> ModelTrace:
-    """Tie groups, their sources and producers, and layer output sizes of ``model`` on (1, *input_shape)."""
-    prunable, calls = _record_calls(model, input_shape)
+def trace_layers(model: nn.Module, input_shape: Sequence[int], every_layer: bool = True) -> ModelTrace:
+    """Tie groups, their sources and producers, and layer output sizes of ``model`` on (1, *input_shape).
+
+    ``every_layer=False``: layers that do not run as modules are left out of the trace (see ``_record_calls``)."""
+    prunable, calls = _record_calls(model, input_shape, every_layer)
     ties = _Ties()
     tensor_of_call = []
     for name, x, _ in calls:
