@@ -18,8 +18,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a stage checkpoint, e.g. runs/default/finetune/final.pt")
     parser.add_argument("--format", choices=FORMATS, default="sparse",
                         help="zeroed: plain state dict with pruned weights zero; sparse: kept values and positions "
-                             "(safetensors); slim: pruned channels (channel masks) or unread input channels (weight masks) "
-                             "removed; onnx (default sparse)")
+                             "(safetensors); slim: pruned channels (channel masks) or unread input channels "
+                             "(weight masks) removed; onnx (default sparse)")
     parser.add_argument("--output", metavar="PATH", help="output file (default: beside the checkpoint)")
     parser.add_argument("--slim", action="store_true", help="with --format onnx: export the slimmed model")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
