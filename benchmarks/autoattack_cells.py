@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from harp_prune import pipeline
 from harp_prune.config import build_config, read_yaml
+from harp_prune.results import environment, write_json
 
 
 def result_name(examples: int | None) -> str:
@@ -54,8 +55,8 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
                   "pgd20_acc": robust["pgd20"], "autoattack_acc": robust["autoattack"],
                   "components": evaluation["attack_details"]["autoattack"]["components"],
                   "flags": evaluation["flags"], "examples": evaluation["examples"],
-                  "seconds": time.perf_counter() - started, "environment": pipeline.environment()}
-        pipeline.write_json(result, out)
+                  "seconds": time.perf_counter() - started, "environment": environment()}
+        write_json(result, out)
         print(f"[autoattack] {result['cell']}: natural {100 * result['natural_acc']:.2f}, PGD-20 "
               f"{100 * result['pgd20_acc']:.2f}, AutoAttack {100 * result['autoattack_acc']:.2f} "
               f"({result['examples']} images, {result['seconds']:.0f} s)", flush=True)

@@ -33,8 +33,9 @@ from harp_prune.data import ImageData, load_dataset, make_splits
 from harp_prune.export import save_sparse, slim_model, sparsify_linears, zeroed_state_dict
 from harp_prune.export.csr import CSRLinear
 from harp_prune.models import build_model
-from harp_prune.pipeline import evaluate, finetune, load_model, prepare, pretrain, prune
+from harp_prune.pipeline import evaluate, finetune, prepare, pretrain, prune
 from harp_prune.pruning import build_pruner, sparsity_report
+from harp_prune.training import load_model
 
 RESULTS = Path(__file__).parent / "results" / "export.json"
 

@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from harp_prune.attacks import PGD
 from harp_prune.config import build_config
 from harp_prune.data import load_dataset, make_loader, make_splits
-from harp_prune.pipeline import load_model
 from harp_prune.pruning import HarpPruner, masked_layers
-from harp_prune.training import PGDAT
+from harp_prune.training import PGDAT, load_model
 
 
 def rate_gradients(checkpoint: Path, batches: int, batch_size: int, seed: int, sparsity: float,

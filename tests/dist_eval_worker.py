@@ -15,8 +15,9 @@ from harp_prune import distributed, pipeline
 from harp_prune.config import build_config
 from harp_prune.data import load_embedded_fashion_mnist, make_splits
 from harp_prune.evaluation import evaluate_model, whole_set_result
-from harp_prune.evaluation.suite import evaluation_attacks, sanity_section
 from harp_prune.models import build_model
+from harp_prune.pipeline import evaluation_attacks, sanity_section
+from harp_prune.results import write_json
 
 EXAMPLES = 40
 
@@ -36,7 +37,7 @@ def main(out_dir: str, state: str) -> None:
     result = evaluate_model(model, ctx.test_loader, attacks, ctx.device, seed=cfg.seed)
     autoattack = whole_set_result(attacks["autoattack"], model, ctx.test_loader, ctx.device)
     sanity = sanity_section(cfg, model, ctx.test_loader, ctx.device, seed=cfg.seed)
-    pipeline.write_json({"world_size": distributed.world_size(), "evaluation": result, "sanity": sanity,
+    write_json({"world_size": distributed.world_size(), "evaluation": result, "sanity": sanity,
                          "autoattack_robust": autoattack.robust.tolist(), "autoattack_clean": autoattack.clean_acc,
                          "autoattack_components": autoattack.components}, Path(out_dir) / "eval.json")
 

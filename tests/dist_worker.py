@@ -18,6 +18,7 @@ import torch
 from harp_prune import distributed, pipeline
 from harp_prune.config import build_config
 from harp_prune.data import ImageData, Splits, load_embedded_fashion_mnist, make_splits
+from harp_prune.results import write_json
 from harp_prune.training import stage
 
 
@@ -62,13 +63,13 @@ def main(out_dir: str, source: str) -> dict:
         pipeline.prune(cfg, ctx=ctx)
     assert not (Path(out_dir) / "prune" / "final.pt").exists()
     pruned = pipeline.prune(cfg, resume=True, ctx=ctx)
-    pruned_eval = pipeline.evaluate(cfg, model=pruned, ctx=ctx)
+    pruned_eval = pipeline.evaluate(cfg, model=pruned.model, ctx=ctx)
     tuned = pipeline.finetune(cfg, ctx=ctx)
-    tuned_eval = pipeline.evaluate(cfg, model=tuned, ctx=ctx)
+    tuned_eval = pipeline.evaluate(cfg, model=tuned.model, ctx=ctx)
     history = torch.load(Path(out_dir) / "prune" / "final.pt", weights_only=True)["history"]
     result = {"world_size": distributed.world_size(), "pruned": pruned_eval, "finetuned": tuned_eval,
               "prune_history": history}
-    pipeline.write_json(result, Path(out_dir) / "result.json")
+    write_json(result, Path(out_dir) / "result.json")
     return result
 
 

@@ -43,7 +43,7 @@ def test_attack_lowers_accuracy_within_ball(trained_model, batch, name, norm, ep
 
 def test_registry_names_and_errors():
     assert isinstance(build_attack("fgsm", EPS), FGSM)
-    pgd = build_attack("pgd20", EPS, step_size=0.01, restarts=2)
+    pgd = build_attack("pgd20", EPS, step_size=0.01, pgd_restarts=2)
     assert isinstance(pgd, PGD) and pgd.steps == 20 and pgd.restarts == 2 and pgd.step_size == 0.01
     cw = build_attack("cw20", EPS)
     assert isinstance(cw, CWPGD) and cw.steps == 20 and cw.kappa == 50
@@ -54,6 +54,10 @@ def test_registry_names_and_errors():
         build_attack("deepfool", EPS)
     with pytest.raises(HarpError, match="L-inf"):
         build_attack("fgsm", EPS, "l2")
+    with pytest.raises(HarpError, match=r"attack 'autoattack' does not take option 'pgd_restarts'; it takes: "
+                                        r"autoattack_version"):
+        build_attack("autoattack", EPS, pgd_restarts=2)
+    assert build_attack("cw10", EPS, cw_kappa=5.0, pgd_restarts=3).kappa == 5.0
     with pytest.raises(HarpError, match="custom"):
         AutoAttack(EPS, version="custom")
 

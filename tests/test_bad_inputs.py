@@ -31,6 +31,7 @@ from harp_prune.errors import HarpError
 from harp_prune.models import build_model
 from harp_prune.pruning import GammaSchedule, HarpPruner, build_pruner
 from harp_prune.pruning.rates import check_density, check_sparsity
+from harp_prune.results import write_json
 from harp_prune.training import load_checkpoint, save_atomic
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -94,7 +95,7 @@ BAD_SETTINGS = [
     ("sparsity-1", ["--sparsity", "1"], "prune.sparsity must be in [0, 1)"),
     ("sparsity-not-a-number", ["--sparsity", "abc"], "config key 'prune.sparsity' must be float"),
     ("seed-not-an-integer", ["--seed", "1.5"], "config key 'seed' must be int"),
-    ("select-on-unknown", ["--select-on", "train"], "select_on must be 'val' or 'test'"),
+    ("select-on-unknown", ["--select-on", "train"], "select_on must be one of val, test, got 'train'"),
     ("unknown-dataset", ["--dataset", "cifar-11"], "unknown data set 'cifar-11'; choose one of cifar10, cifar100"),
 ]
 
@@ -536,7 +537,7 @@ def test_disk_full_while_writing_json(tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text('{"old": true}')
     monkeypatch.setattr(files, "open", _HalfWrittenFile, raising=False)
     with pytest.raises(HarpError, match=re.escape(f"results.json: {NO_SPACE}")):
-        pipeline.write_json({"new": list(range(1000))}, tmp_path / "results.json")
+        write_json({"new": list(range(1000))}, tmp_path / "results.json")
     monkeypatch.undo()
     assert json.loads((tmp_path / "results.json").read_text()) == {"old": True}
     assert _files_under(tmp_path) == ["results.json"]

@@ -16,7 +16,6 @@ from harp_prune.pruning import (
     erk_densities,
     lamp_densities,
     masked_layers,
-    pruner_options,
     rebuild_pruner,
     size_loss,
     sparsity_report,
@@ -162,8 +161,9 @@ def test_every_baseline_is_registered():
 def test_checkpoint_description_rebuilds_the_same_masks(trained_model, method):
     """What `load_model` does with a pruned checkpoint: rebuild from describe(), attach, load the state."""
     model = copy.deepcopy(trained_model)
-    options = {"seed": 5, "layer_budget": "erk", "gamma0": 0.1}
-    pruner = build_pruner(method, 0.99, **{k: v for k, v in options.items() if k in pruner_options(PRUNERS[method])})
+    options = {"layer_budget": "erk", "gamma0": 0.1}
+    taken = PRUNERS.get(method).takes()
+    pruner = build_pruner(method, 0.99, seed=5, **{k: v for k, v in options.items() if k in taken})
     pruner.attach(model)
     pruner.finalize()
     rebuilt = rebuild_pruner(pruner.describe())

@@ -83,7 +83,7 @@ def _randomised(model: nn.Module) -> nn.Module:
 
 def _pruned(model: nn.Module, sparsity: float = 0.5, target: str = "flops"):
     dense = counted_cost(model, SHAPE)
-    pruner = build_pruner("harp-channel", sparsity, input_shape=SHAPE, target=target)
+    pruner = build_pruner("harp-channel", sparsity, input_shape=SHAPE, channel_target=target)
     layers = pruner.attach(model)
     return pruner, layers, dense
 

@@ -52,7 +52,7 @@ def test_random_rates_end_within_the_budget(name, shape, target):
     generator = torch.Generator().manual_seed(0)
     model = build_model(name, shape, 10, [0.5] * shape[0], [0.25] * shape[0])
     dense = counted_cost(model, shape)
-    pruner = build_pruner("harp-channel", 0.5, input_shape=shape, target=target)
+    pruner = build_pruner("harp-channel", 0.5, input_shape=shape, channel_target=target)
     pruner.attach(model)
     initial = copy.deepcopy(model.state_dict())
     kind = pruner.kind
@@ -76,7 +76,7 @@ def test_budget_report_gives_the_targets_own_quantity_counted_independently():
     torch.manual_seed(0)
     model = build_model("small_cnn", shape, 10, [0.5], [0.25])
     dense = counted_cost(model, shape)
-    pruner = build_pruner("harp-channel", 0.75, input_shape=shape, target="flops")
+    pruner = build_pruner("harp-channel", 0.75, input_shape=shape, channel_target="flops")
     pruner.attach(model)
     pruner.finalize()
     report = pruner.budget_report()
@@ -109,7 +109,7 @@ def test_unstructured_budget_report_is_the_weight_density():
 
 def test_a_budget_below_the_floors_is_refused_and_the_rates_left_alone():
     model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
-    pruner = build_pruner("harp-channel", 0.999, input_shape=(1, 28, 28), target="flops")
+    pruner = build_pruner("harp-channel", 0.999, input_shape=(1, 28, 28), channel_target="flops")
     pruner.attach(model)  # the unprunable image conv alone, with one filter left, costs more than 0.1%
     learned = [float(layer.rate.detach()) for layer in pruner.group_layers]
     refusal = r"cannot meet its flops budget of 0\.0010 .*lower prune\.alpha or the sparsity"

@@ -18,7 +18,7 @@ FC2 = 100 * 10
 
 def _pruner(shape=(1, 28, 28), sparsity=0.5, target="channels"):
     model = build_model("small_cnn", shape, 10, [0.5], [0.25])
-    pruner = build_pruner("harp-channel", sparsity, input_shape=shape, target=target)
+    pruner = build_pruner("harp-channel", sparsity, input_shape=shape, channel_target=target)
     pruner.attach(model)
     return model, pruner
 
@@ -68,8 +68,9 @@ def test_size_loss_gradient_reaches_the_rates():
 
 
 def test_bad_target_and_missing_shape_are_explained():
-    with pytest.raises(HarpError, match="channel budget target"):
-        build_pruner("harp-channel", 0.5, target="bytes")
+    with pytest.raises(HarpError, match="option 'channel_target' of pruning method 'harp-channel' must be one of "
+                                        "channels, flops, params"):
+        build_pruner("harp-channel", 0.5, channel_target="bytes")
     model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
     with pytest.raises(HarpError, match="input shape"):
         build_pruner("harp-channel", 0.5).attach(model)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from harp_prune.export import slim_model
-from harp_prune.pipeline import evaluate, finetune, load_model, prepare, pretrain, prune
+from harp_prune.pipeline import evaluate, finetune, prepare, pretrain, prune
 from harp_prune.pruning import sparsity_report
+from harp_prune.training import load_model
 
 
 @pytest.mark.slow

@@ -8,9 +8,8 @@ import torch
 
 from harp_prune.errors import HarpError
 from harp_prune.models import build_model
-from harp_prune.pipeline import load_model
 from harp_prune.pruning import HarpPruner
-from harp_prune.training import check_state_dict, load_checkpoint, save_atomic
+from harp_prune.training import check_state_dict, load_checkpoint, load_model, save_atomic
 
 
 def _spec(name="small_cnn"):

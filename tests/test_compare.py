@@ -12,8 +12,10 @@ import torch
 from harp_prune import compare as compare_module
 from harp_prune import pipeline
 from harp_prune.compare import Cell, cell_config, compare, grid
+from harp_prune.compare import cells as cells_module
 from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
+from harp_prune.pipeline import stages
 
 SMALL_PRESET = Path(__file__).parents[1] / "configs" / "compare-small.yaml"
 
@@ -30,10 +32,10 @@ def test_grid_and_validation(tmp_path):
     config = _config(tmp_path, **{"compare.methods": "harp,hydra", "compare.sparsities": "0.9,0.99",
                                   "compare.gamma0_sweep": "0.01,0.1", "prune.gamma0": 0.01})
     cells = grid(config)
-    assert Cell("hydra", 0.9, 0) in cells and Cell("harp", 0.99, 0, 0.1) in cells
-    assert Cell("harp", 0.99, 0, 0.01) not in cells  # same as the plain harp cell (prune.gamma0 = 0.01)
+    assert Cell("hydra", 0.9, 0) in cells and Cell("harp", 0.99, 0, (("gamma0", 0.1),)) in cells
+    assert Cell("harp", 0.99, 0, (("gamma0", 0.01),)) not in cells  # the plain harp cell's (prune.gamma0 = 0.01)
     assert len(cells) == 6
-    with pytest.raises(HarpError, match="unknown method"):
+    with pytest.raises(HarpError, match="unknown pruning method 'hidra'; choose one of"):
         grid(_config(tmp_path, **{"compare.methods": "harp,hidra"}))
     with pytest.raises(HarpError, match="layer budget"):
         grid(_config(tmp_path, **{"compare.methods": "lwm:lamp"}))
@@ -41,8 +43,8 @@ def test_grid_and_validation(tmp_path):
     hydra_lamp, harp_erk = grid(config)
     assert hydra_lamp.label == "hydra:lamp" and harp_erk.label == "harp:erk"
     source = tmp_path / "dense.pt"
-    assert cell_config(config, hydra_lamp, source, tmp_path).prune.layer_budget == "lamp"
-    assert cell_config(config, harp_erk, source, tmp_path).prune.init_strategy == "erk"
+    assert cell_config(config, hydra_lamp, source, tmp_path).prune.method_options["layer_budget"] == "lamp"
+    assert cell_config(config, harp_erk, source, tmp_path).prune.method_options["init_strategy"] == "erk"
     with pytest.raises(HarpError, match="sparsities"):
         grid(_config(tmp_path, **{"compare.sparsities": "0.99,1.5"}))
     with pytest.raises(HarpError, match="comma-separated"):
@@ -72,8 +74,9 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    for name in ("prune", "finetune", "run_stage"):
+    for name in ("prune", "finetune"):
         monkeypatch.setattr(pipeline, name, refuse)
+    monkeypatch.setattr(stages, "run_stage", refuse)
     again = compare(config, splits=tiny_splits)
     assert again["summary"] == results["summary"]
 
@@ -86,7 +89,7 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
 @pytest.mark.slow
 def test_parallel_cells_equal_sequential_cells(tmp_path, tiny_splits, monkeypatch):
     """compare.jobs only changes how many cells run at once, never what a cell computes."""
-    monkeypatch.setattr(compare_module.os, "cpu_count", lambda: 2)  # each of the 2 workers gets 1 thread
+    monkeypatch.setattr(cells_module.os, "cpu_count", lambda: 2)  # each of the 2 workers gets 1 thread
     parallel = compare(_config(tmp_path / "parallel", **{"compare.jobs": 2}), splits=tiny_splits)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers, so floating-point sums are ordered alike
@@ -113,4 +116,4 @@ def test_cli_compare_reports_bad_methods(tmp_path, capsys):
     from harp_prune.cli import main
 
     assert main(["compare", "--out-dir", str(tmp_path / "x"), "--compare-methods", "harp,bogus"]) == 2
-    assert "unknown method(s) bogus" in capsys.readouterr().err
+    assert "unknown pruning method 'bogus'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import yaml
 from harp_prune.cli import build_parser, config_from_args
 from harp_prune.config import build_config, read_yaml, save_config
 from harp_prune.errors import HarpError
+from harp_prune.pipeline import method_options
 
 
 def _cli(argv):
@@ -60,7 +61,7 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_gamma0_follows_the_data_set_unless_set():
-    assert build_config().prune.gamma0 == 0.05  # embedded set: ~70 steps per epoch
+    assert method_options(build_config()).gamma0 == 0.05  # embedded set: ~70 steps per epoch
     assert build_config().provenance["prune.gamma0"] == "default for fashion-mnist-small"
-    assert build_config(cli_values={"data.dataset": "fashion-mnist"}).prune.gamma0 == 0.01  # the paper's
-    assert build_config({"prune.gamma0": 0.02}).prune.gamma0 == 0.02
+    assert method_options(build_config(cli_values={"data.dataset": "fashion-mnist"})).gamma0 == 0.01  # the paper's
+    assert method_options(build_config({"prune.gamma0": 0.02})).gamma0 == 0.02

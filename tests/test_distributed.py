@@ -25,7 +25,10 @@ from harp_prune import distributed, pipeline
 from harp_prune.config import build_config
 from harp_prune.errors import HarpError
 from harp_prune.models import build_model
+from harp_prune.pipeline.runtime import per_rank_batch
 from harp_prune.pruning import masked_layers
+from harp_prune.training import load_model
+from harp_prune.training.replicas import mask_checksum
 
 HERE = Path(__file__).parent
 
@@ -53,7 +56,7 @@ def _launch(nproc: int, *args: str, timeout: float = 240,
 
 
 def _masks(path: Path) -> dict[str, torch.Tensor]:
-    model, _, _ = pipeline.load_model(path)
+    model, _, _ = load_model(path)
     return {name: layer.mask().bool() for name, layer in masked_layers(model).items()}
 
 
@@ -156,20 +159,20 @@ def test_mask_checksum_sees_one_flipped_weight(trained_model) -> None:
     model.load_state_dict(trained_model.state_dict())
     pruner = pipeline.make_pruner(build_config(cli_values={"prune.sparsity": 0.9}))
     pruner.attach(model)
-    before = distributed.mask_checksum(model)
-    assert distributed.mask_checksum(model) == before
+    before = mask_checksum(model)
+    assert mask_checksum(model) == before
     layer = pruner.layers[1]
     with torch.no_grad():  # swap the ranks of one kept and one pruned score
         flat = layer.scores.view(-1)
         mask = layer.mask().view(-1).bool()
         kept, dropped = int(mask.nonzero()[0]), int((~mask).nonzero()[0])
         flat[kept], flat[dropped] = flat[dropped].clone(), flat[kept].clone()
-    assert distributed.mask_checksum(model) != before
+    assert mask_checksum(model) != before
 
 
 def test_global_batch_must_divide_among_processes(monkeypatch) -> None:
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(HarpError, match="divisible"):
-        pipeline.per_rank_batch(64)
-    assert pipeline.per_rank_batch(96) == 32
+        per_rank_batch(64)
+    assert per_rank_batch(96) == 32
 

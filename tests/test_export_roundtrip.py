@@ -18,9 +18,8 @@ import harp_prune as hp
 from harp_prune.cli import main
 from harp_prune.export import export_checkpoint
 from harp_prune.models import build_model
-from harp_prune.pipeline import load_model
 from harp_prune.pruning import build_pruner
-from harp_prune.training import save_atomic
+from harp_prune.training import load_model, save_atomic
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SHAPE = (1, 28, 28)

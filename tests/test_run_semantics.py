@@ -18,6 +18,7 @@ from harp_prune.cli import main
 from harp_prune.config import build_config
 from harp_prune.errors import HarpError
 from harp_prune.pruning import build_pruner, sparsity_report
+from harp_prune.training import load_model
 
 # a full `harp run` in a few seconds: every stage, both evaluations and the eps sweep
 TINY = ["--no-progress", "--data-train-examples", "200", "--data-test-examples", "50", "--attack-steps", "1",
@@ -51,7 +52,8 @@ def finished_run(tmp_path_factory):
 
 
 def test_tiny_config_matches_the_flags(tmp_path):
-    assert tiny_config(tmp_path).evaluate.eps_sweep == "1,16" and tiny_config(tmp_path).prune.gamma0 == 0.1
+    config = tiny_config(tmp_path)
+    assert config.evaluate.eps_sweep == "1,16" and config.prune.method_options["gamma0"] == 0.1
 
 
 # 1. --resume refuses settings that change a stage's result
@@ -166,7 +168,7 @@ def test_data_set_defaults_reach_harp_only(tmp_path):
     assert pipeline.make_pruner(build_config(cli_values={"prune.method": "hydra"})).sparsity == 0.99
     config = build_config(cli_values={"prune.method": "random", "seed": 4})
     assert pipeline.make_pruner(config).seed == 4
-    config.prune.layer_budget = "erk"  # set in Python: counts as set, and random takes no layer budget
+    config.prune.method_options["layer_budget"] = "erk"  # set in Python: counts as set; random takes no layer budget
     with pytest.raises(HarpError, match=r"'random' does not take prune\.layer_budget"):
         pipeline.make_pruner(config)
 
@@ -176,9 +178,10 @@ def test_data_set_defaults_reach_harp_only(tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--evaluate-attacks", "pgd20,nonsense"], "unknown attack 'nonsense'"),
     (["--method", "nonsense"], "unknown pruning method 'nonsense'"),
-    (["--prune-init-strategy", "nonsense"], "unknown layer strategy 'nonsense'"),
+    (["--prune-init-strategy", "nonsense"], "unknown layer budget 'nonsense'"),
     (["--finetune-objective", "nonsense"], "unknown objective 'nonsense'"),
-    (["--method", "harp-channel", "--prune-channel-target", "bytes"], "unknown channel budget target 'bytes'"),
+    (["--method", "harp-channel", "--prune-channel-target", "bytes"],
+     "prune.channel_target must be one of channels, flops, params"),
     (["--evaluate-eps-sweep", "1,x"], "evaluate.eps_sweep must be"),
 ])
 def test_a_config_that_cannot_run_fails_before_training(tmp_path, capsys, flags, message):
@@ -202,7 +205,7 @@ def test_zero_pruning_epochs_project_the_initial_strategy(finished_run, tmp_path
     shutil.copytree(finished_run / "pretrain", out / "pretrain")
     assert main(["prune", "--out-dir", str(out), *TINY, "--prune-epochs", "0"]) == 0
     assert "0 pruning epochs" in capsys.readouterr().out
-    model = pipeline.load_model(out / "prune" / "final.pt")[0]
+    model = load_model(out / "prune" / "final.pt")[0]
     assert sparsity_report(model).sparsity == pytest.approx(0.99, abs=0.005)
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from harp_prune.config import build_config
-from harp_prune.data import augment_batch, load_dataset
+from harp_prune.data import load_dataset
 from harp_prune.errors import HarpError
+from harp_prune.training.augment import augment_batch
 
 
 def _write_cifar_batch(path, n, labels_key, rng, n_classes):
@@ -130,7 +131,8 @@ def test_dataset_defaults_and_override():
 
 
 def test_training_batches_are_augmented_on_the_device(tiny_splits, tmp_path):
-    from harp_prune.pipeline import _settings, prepare
+    from harp_prune.pipeline import prepare
+    from harp_prune.pipeline.stages import _settings
 
     config = build_config(cli_values={"out_dir": str(tmp_path), "data.augment": True, "progress": False})
     ctx = prepare(config, tiny_splits)

@@ -75,9 +75,8 @@ def test_frontier_rate_gradient_is_the_mean_over_the_weights_next_to_the_thresho
 
 
 def test_rate_frontier_reaches_the_layers_and_survives_a_checkpoint(tmp_path):
-    from harp_prune.pipeline import load_model
     from harp_prune.pruning import HarpPruner, masked_layers
-    from harp_prune.training import save_atomic
+    from harp_prune.training import load_model, save_atomic
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     pruner = HarpPruner(0.9, rate_frontier=0.1)

@@ -185,7 +185,7 @@ def test_unseen_cnn_channel_harp_and_every_export(target, tmp_path):
     with pytest.raises(HarpError, match="shared by several layers"):
         build_pruner("harp-channel", 0.5, input_shape=(1, 12, 12)).attach(UnseenCNN())
     tied = ("tied_in", "tied_out")  # one weight read by two layers: channel masks would have to agree
-    pruner = build_pruner("harp-channel", 0.5, target=target, input_shape=(1, 12, 12),
+    pruner = build_pruner("harp-channel", 0.5, channel_target=target, input_shape=(1, 12, 12),
                           prunable=Prunable(exclude=tied))
     pruner.attach(model)
     optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=0.1)

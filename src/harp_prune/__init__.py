@@ -17,7 +17,7 @@ from harp_prune.data import Splits, load_dataset, make_splits, tensor_dataset
 from harp_prune.errors import HarpError
 from harp_prune.export import export_checkpoint, export_model
 from harp_prune.models import build_model
-from harp_prune.pipeline import evaluate, finetune, load_model, prepare, pretrain, prune, run
+from harp_prune.pipeline import evaluate, finetune, prepare, pretrain, prune, run
 from harp_prune.pruning import (
     PRUNERS,
     HarpPruner,
@@ -29,6 +29,7 @@ from harp_prune.pruning import (
     unwrap_model,
     wrap_model,
 )
+from harp_prune.training import load_model
 
 __all__ = [
     "FGSM", "PGD", "PRUNERS", "Attack", "HarpError", "HarpPruner", "Prunable", "Pruner", "RunConfig", "Splits",

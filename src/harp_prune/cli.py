@@ -16,9 +16,10 @@ from typing import Any
 
 from harp_prune import distributed, pipeline
 from harp_prune.compare import compare
-from harp_prune.config import build_config, field_types, flag_name, read_yaml
+from harp_prune.config import Key, build_config, config_keys, flag_name, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.files import check_output_file, describe_os_error
+from harp_prune.results import environment, write_json
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
 
@@ -33,25 +34,54 @@ COMMANDS = {
 }
 
 
+# the config sections whose flags each subcommand shows (a YAML file may still hold every section)
+_RUN_SECTIONS = ("run", "data", "attack")
+COMMAND_SECTIONS = {
+    "run": (*_RUN_SECTIONS, "pretrain", "prune", "finetune", "evaluate"),
+    "pretrain": (*_RUN_SECTIONS, "pretrain"),
+    "prune": (*_RUN_SECTIONS, "pretrain", "prune"),
+    "finetune": (*_RUN_SECTIONS, "pretrain", "prune", "finetune"),
+    "evaluate": (*_RUN_SECTIONS, "evaluate"),
+    "compare": (*_RUN_SECTIONS, "pretrain", "prune", "finetune", "evaluate", "compare"),
+}
+SECTION_TITLES = {
+    "run": "run settings", "data": "data settings", "attack": "threat model of training and validation",
+    "pretrain": "stage 1: pre-training", "prune": "stage 2: pruning (the method's options are marked 'taken by')",
+    "finetune": "stage 3: fine-tuning", "evaluate": "evaluation (attack options are marked 'taken by')",
+    "compare": "harp compare",
+}
+
+
 def _type_name(tp: Any) -> str:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return getattr(args[0] if args else tp, "__name__", str(tp))
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _help(key: Key) -> str:
+    """The flag's help: what it means, its default and choices, which components take it; % escaped."""
+    return key.help().replace("%", "%%")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per config key of the command's sections (``prune.sparsity`` is ``--prune-sparsity``)."""
     parser.add_argument("--config", metavar="YAML", help="config file; flags override its values")
     parser.add_argument("--resume", action="store_true",
                         help="skip finished stages and continue an interrupted one from its last finished epoch")
+    shown = COMMAND_SECTIONS[command]
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for key, tp in field_types().items():
-        section = key.split(".")[0] if "." in key else "run"
-        group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
-        names = [flag_name(key), *ALIASES.get(key, [])]
-        if tp is bool:
-            group.add_argument(*names, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+    for name, key in config_keys().items():
+        section = name.split(".")[0] if "." in name else "run"
+        group = groups.setdefault(section, parser.add_argument_group(SECTION_TITLES[section]))
+        names = [flag_name(name), *ALIASES.get(name, [])]
+        # every command accepts every key (one flag list serves a script's commands, as one YAML file does);
+        # its help shows those of its own sections
+        help_text = _help(key) if section in shown else argparse.SUPPRESS
+        if key.type is bool:
+            group.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
         else:
-            group.add_argument(*names, dest=key, metavar=_type_name(tp).upper(), default=argparse.SUPPRESS,
-                               help=f"config key {key}")
+            group.add_argument(*names, dest=name, metavar=_type_name(key.type).upper(), default=argparse.SUPPRESS,
+                               help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
             add_export_arguments(command)
             continue
-        add_config_flags(command)
+        add_config_flags(command, name)
         if name == "evaluate":
             command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace):
-    keys = set(field_types())
+    keys = set(config_keys())
     cli_values = {k: v for k, v in vars(args).items() if k in keys}
     file_values = read_yaml(args.config) if args.config else {}
     return build_config(file_values, cli_values, file_name=args.config or "config file")
@@ -102,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = pipeline.evaluate(config)
             # the evaluation's settings go with its result: <out_dir>/config.yaml stays the record of training
             provenance = {k: v for k, v in config.provenance.items() if v != "default"}
-            pipeline.write_json({**result, "checkpoint": str(checkpoint), "config": config.to_dict(),
-                                 "provenance": provenance, "environment": pipeline.environment()}, output)
+            write_json({**result, "checkpoint": str(checkpoint), "config": config.to_dict(),
+                                 "provenance": provenance, "environment": environment()}, output)
             robust = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["robust_acc"].items())
             if result["worst_case_acc"] is not None and len(result["robust_acc"]) > 1:
                 robust += f", worst case {100 * result['worst_case_acc']:.2f}%"

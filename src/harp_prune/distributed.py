@@ -12,12 +12,11 @@ Rules the pipeline follows with these helpers:
 - attacks and evaluation run on the plain module, each rank on its own shard (:class:`ShardSampler`),
   and the predictions are gathered back into the original order (:func:`gather_shards`);
 - only rank 0 writes files (:func:`is_main`), and everyone waits for it (:func:`barrier`) before reading;
-- :func:`mask_checksum` is compared across ranks every epoch (:func:`check_masks_agree`).
+- the pruning masks are compared across ranks every epoch (``training/replicas.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -231,26 +230,3 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type != "cuda":
         raise HarpError("sync_bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); drop --sync-bn on CPU")
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-@torch.no_grad()
-def mask_checksum(model: nn.Module) -> int:
-    """One int64 summarising which weights every WeightMask keeps (a hash of each layer's kept indices)."""
-    from harp_prune.pruning import masked_layers
-
-    digest = hashlib.blake2b(digest_size=8)
-    for name, layer in masked_layers(model).items():
-        kept = torch.flatten(layer.mask()).nonzero().flatten().to("cpu", torch.int64)
-        digest.update(name.encode())
-        digest.update(kept.numpy().tobytes())
-    return int.from_bytes(digest.digest(), "little", signed=True)
-
-
-def check_masks_agree(model: nn.Module, where: str) -> int:
-    """Compare :func:`mask_checksum` across ranks; raise if any rank's masks differ. Returns the checksum."""
-    mine = mask_checksum(model)
-    sums = all_gather_object(mine)
-    if len(set(sums)) > 1:
-        raise HarpError(f"the pruning masks differ between ranks after {where} (checksums {sums}); the ranks "
-                        "have diverged: check that every rank runs the same code, config and data")
-    return mine

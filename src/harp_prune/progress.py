@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -19,8 +20,7 @@ def progress(iterable: Iterable[T], desc: str, enabled: bool, total: int | None 
 
 
 def log(message: str) -> None:
-    """Print one line above any active progress bar (in a torchrun run: on rank 0 only)."""
-    from harp_prune.distributed import is_main
-
-    if is_main():
+    """Print one line above any active progress bar (in a torchrun run: on rank 0 only, which torchrun's RANK
+    variable names before and after the process group exists)."""
+    if int(os.environ.get("RANK", "0")) == 0:
         tqdm.write(message, file=sys.stdout)

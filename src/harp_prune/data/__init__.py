@@ -1,6 +1,10 @@
-"""Data sets: the embedded Fashion-MNIST subset, on-disk formats, splits and loaders."""
+"""Data sets: the embedded Fashion-MNIST subset, on-disk formats, splits and loaders.
+
+Every module of this package is imported here, so a new data set is one file that calls ``register_dataset``.
+"""
 
 from harp_prune.data.datasets import (
+    DATASETS,
     ImageData,
     Splits,
     UInt8Images,
@@ -15,18 +19,18 @@ from harp_prune.data.datasets import (
 )
 from harp_prune.data.idx import read_idx
 from harp_prune.data.standard import (
-    augment_batch,
     load_cifar10,
     load_cifar100,
     load_image_folder,
     load_svhn,
 )
+from harp_prune.registry import import_submodules
 
 __all__ = [
+    "DATASETS",
     "ImageData",
     "Splits",
     "UInt8Images",
-    "augment_batch",
     "load_cifar10",
     "load_cifar100",
     "load_dataset",
@@ -41,3 +45,5 @@ __all__ = [
     "stratified_split",
     "tensor_dataset",
 ]
+
+import_submodules(__name__, __path__)

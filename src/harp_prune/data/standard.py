@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from harp_prune.config import register_dataset_defaults
 from harp_prune.data.datasets import ImageData, register_dataset
 from harp_prune.errors import HarpError
 
@@ -178,24 +176,6 @@ def load_image_folder(root: str | None = None, size: int = 64) -> ImageData:
                      source=f"class folders in {base}, resized to {size}x{size}")
 
 
-def augment_batch(images: torch.Tensor, padding: int = 4, flip: bool = True,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip of a whole N x C x H x W batch (any device)."""
-    n, c, h, w = images.shape
-    device = images.device
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
-    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :]
-    batch = torch.arange(n, device=device)[:, None, None, None]
-    out = padded[batch, torch.arange(c, device=device)[None, :, None, None], rows, cols]
-    if flip:
-        flipped = torch.rand(n, generator=generator).to(device) < 0.5
-        out = torch.where(flipped[:, None, None, None], out.flip(3), out)
-    return out
-
-
 CIFAR_DEFAULTS = {"attack.eps": 8 / 255, "attack.step_size": 2 / 255, "data.augment": True}
 for _name, _loader, _defaults in (
     ("cifar10", load_cifar10, CIFAR_DEFAULTS),
@@ -203,5 +183,4 @@ for _name, _loader, _defaults in (
     ("svhn", load_svhn, {"attack.eps": 8 / 255, "attack.step_size": 2 / 255}),  # no flips for digits
     ("image-folder", load_image_folder, {"attack.eps": 4 / 255, "attack.step_size": 1 / 255, "data.augment": True}),
 ):
-    register_dataset(_name, _loader)
-    register_dataset_defaults(_name, _defaults)
+    register_dataset(_name, _loader, _defaults)

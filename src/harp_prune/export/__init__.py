@@ -24,6 +24,7 @@ from harp_prune.export.slim import ChannelSelect, SlimPlan, load_slim, save_slim
 from harp_prune.export.sparse import entropy_bytes, load_sparse, save_sparse
 from harp_prune.export.zeroed import zeroed_model, zeroed_state_dict
 from harp_prune.files import atomic_output, check_output_file
+from harp_prune.training import load_checkpoint, load_model
 
 FORMATS = ("zeroed", "sparse", "slim", "onnx")
 SUFFIX = {"zeroed": ".zeroed.pt", "sparse": ".sparse.safetensors", "slim": ".slim.pt", "onnx": ".onnx"}
@@ -97,9 +98,6 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path | Non
     architecture, which the checkpoint's pruning and weights are loaded into. ``input_shape`` defaults
     to the one the checkpoint's model spec records.
     """
-    from harp_prune.pipeline import load_model
-    from harp_prune.training import load_checkpoint
-
     _check_format(fmt)
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():

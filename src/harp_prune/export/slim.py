@@ -28,8 +28,10 @@ from torch import nn
 from harp_prune.errors import HarpError
 from harp_prune.export.csr import READS_CHILD_WEIGHTS
 from harp_prune.pruning.channel import ChannelMaskedLayer
-from harp_prune.pruning.graph import conv_groups, expand_units, is_depthwise, trace_layers
+from harp_prune.pruning.conv import conv_groups, expand_units, is_depthwise
+from harp_prune.pruning.graph import trace_layers
 from harp_prune.pruning.masked import PRUNABLE_TYPES, find_sites, mask_sites, prunable_modules, unwrap_model
+from harp_prune.training import build_from_spec
 
 FORMAT = "harp-slim-v1"
 
@@ -230,8 +232,6 @@ def save_slim(model: nn.Module, plan: SlimPlan, model_spec: dict[str, Any], path
 
 def load_slim(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Rebuild a slim model: the architecture (from the spec, or ``model``), the plan applied, the weights loaded."""
-    from harp_prune.pipeline import build_from_spec
-
     data = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp slim checkpoint; export one with 'harp export --format slim'")

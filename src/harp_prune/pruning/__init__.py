@@ -1,24 +1,30 @@
-"""Pruning: masked layers with the STE, keep-ratio parametrisation, size loss, γ schedule and pruners.
+"""Pruning: masks on parameters with the STE, the keep-ratio parametrisation, size loss, γ schedule and pruners.
 
-``PRUNERS`` maps a method name to its class; ``build_pruner(name, sparsity, **options)`` makes one.
+A pruner is an importance (importance.py: how a layer's weights are ranked) and an allocation (strategies.py:
+how many each layer keeps), fixed (fixed.py) or learned (learned.py, HARP). ``PRUNERS`` is the registry of
+methods; ``build_pruner(name, sparsity, **options)`` makes one. Every module of this package is imported
+here, so a new method is one file with a ``@register_pruner`` class.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any
-
-from harp_prune.errors import HarpError
-from harp_prune.pruning.base import Pruner, scaled_score_init, set_layer_densities
+from harp_prune.pruning.base import Pruner, set_layer_densities
 from harp_prune.pruning.budget import project_to_budget
-from harp_prune.pruning.channel import ChannelMaskedLayer, HarpChannelPruner
+from harp_prune.pruning.channel import ChannelMaskedLayer, ChannelOptions, HarpChannelPruner
 from harp_prune.pruning.erk import ErkPruner, erk_densities
-from harp_prune.pruning.fixed import FixedRatePruner, set_layer_counts
-from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner
-from harp_prune.pruning.harp import HarpPruner
+from harp_prune.pruning.fixed import (
+    FixedRatePruner,
+    LayerBudgetOptions,
+    OneShotOptions,
+    OneShotPruner,
+    set_layer_counts,
+)
+from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner, global_magnitude_densities
+from harp_prune.pruning.harp import HarpOptions, HarpPruner
 from harp_prune.pruning.hydra import HydraPruner
+from harp_prune.pruning.importance import IMPORTANCES, magnitude_scores, register_importance, scaled_score_init
 from harp_prune.pruning.lamp import LampPruner, lamp_densities
+from harp_prune.pruning.learned import LearnedRateOptions, LearnedRatePruner
 from harp_prune.pruning.lwm import LwmPruner
 from harp_prune.pruning.masked import (
     LAYER_TYPES,
@@ -34,71 +40,36 @@ from harp_prune.pruning.masked import (
 from harp_prune.pruning.random_pruner import RandomPruner
 from harp_prune.pruning.rates import keep_ratio, kept_count, rate_for_keep_ratio
 from harp_prune.pruning.rates_only import RatesOnlyPruner
+from harp_prune.pruning.registry import PRUNERS, build_pruner, pruner_class, rebuild_pruner, register_pruner
 from harp_prune.pruning.schedule import GammaSchedule
 from harp_prune.pruning.sparsity import SparsityReport, size_loss, soft_density, sparsity_report
-from harp_prune.pruning.strategies import STRATEGIES, layer_densities, register_strategy
+from harp_prune.pruning.strategies import STRATEGIES, layer_densities, parse_strategy, register_strategy
+from harp_prune.registry import import_submodules
 
-PRUNERS: dict[str, type[Pruner]] = {HarpPruner.name: HarpPruner}
-
-
-def register_pruner(cls: type[Pruner]) -> type[Pruner]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    PRUNERS[cls.name] = cls
-    return cls
-
-
-def pruner_class(method: str) -> type[Pruner]:
-    try:
-        return PRUNERS[method]
-    except KeyError:
-        raise HarpError(f"unknown pruning method '{method}'; choose one of {', '.join(sorted(PRUNERS))}") from None
-
-
-@functools.cache
-def pruner_options(cls: type[Pruner]) -> frozenset[str]:
-    """The options ``cls`` takes: the keyword-only parameters of its constructor, the one place a method
-    declares them (a new option is a new constructor parameter, nothing else)."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return frozenset(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
-
-
-def build_pruner(method: str, sparsity: float, **options: Any) -> Pruner:
-    """Instantiate pruner ``method``; an option it does not take (e.g. gamma0 for HYDRA) is an error."""
-    cls = pruner_class(method)
-    takes = pruner_options(cls)
-    unknown = sorted(set(options) - takes)
-    if unknown:
-        raise HarpError(f"pruning method '{method}' does not take option '{unknown[0]}'; "
-                        f"it takes: {', '.join(sorted(takes)) or 'no options'}")
-    return cls(sparsity, **options)
-
-
-def rebuild_pruner(description: dict[str, Any]) -> Pruner:
-    """The pruner a checkpoint's ``Pruner.describe()`` record came from (the record holds its options)."""
-    options = dict(description)
-    return build_pruner(options.pop("method"), options.pop("sparsity"), **options)
-
-
-# HARP's structured variant and the baselines of the comparison (method.md §6, §8), sharing one interface
-for _method in (HarpChannelPruner, HydraPruner, RatesOnlyPruner, LwmPruner, GlobalMagnitudePruner, LampPruner,
-                ErkPruner, RandomPruner):
-    register_pruner(_method)
-
+import_submodules(__name__, __path__)
 
 __all__ = [
+    "IMPORTANCES",
     "LAYER_TYPES",
     "PRUNERS",
     "STRATEGIES",
     "ChannelMaskedLayer",
+    "ChannelOptions",
     "ErkPruner",
     "FixedRatePruner",
     "GammaSchedule",
     "GlobalMagnitudePruner",
     "HarpChannelPruner",
+    "HarpOptions",
     "HarpPruner",
     "HydraPruner",
     "LampPruner",
+    "LayerBudgetOptions",
+    "LearnedRateOptions",
+    "LearnedRatePruner",
     "LwmPruner",
+    "OneShotOptions",
+    "OneShotPruner",
     "Prunable",
     "Pruner",
     "RandomPruner",
@@ -108,18 +79,21 @@ __all__ = [
     "build_pruner",
     "erk_densities",
     "find_sites",
+    "global_magnitude_densities",
     "keep_ratio",
     "kept_count",
     "lamp_densities",
     "layer_densities",
+    "magnitude_scores",
     "mask_sites",
     "masked_layers",
     "no_prunable_error",
+    "parse_strategy",
     "project_to_budget",
     "pruner_class",
-    "pruner_options",
     "rate_for_keep_ratio",
     "rebuild_pruner",
+    "register_importance",
     "register_pruner",
     "register_strategy",
     "scaled_score_init",

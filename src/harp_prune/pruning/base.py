@@ -8,7 +8,7 @@ and fixes the masks at the end (``finalize``). The training loop knows nothing e
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -21,7 +21,6 @@ from harp_prune.pruning.budget import project_to_budget
 from harp_prune.pruning.masked import (
     Prunable,
     WeightMask,
-    fan_in,
     mask_sites,
     masked_layers,
     no_prunable_error,
@@ -29,36 +28,36 @@ from harp_prune.pruning.masked import (
 )
 from harp_prune.pruning.rates import check_density, check_sparsity, rate_for_keep_ratio
 from harp_prune.pruning.sparsity import SparsityReport, sparsity_report
-from harp_prune.pruning.strategies import layer_densities
+from harp_prune.registry import NoOptions, resolve_options
 
 
 class Pruner(ABC):
     """Base class of pruning methods.
 
-    :param sparsity: the global fraction of conv/linear weights to remove, e.g. 0.99.
-    :param alpha: a_min = alpha * (1 - sparsity), the floor of every layer's keep-ratio.
-    :param init_strategy: per-layer keep-ratios to start from: a strategy name or one value per layer.
-    :param init_density: the density the named initial strategy is evaluated at.
+    :param sparsity: the global fraction of the prunable weights to remove, e.g. 0.99.
+    :param options: an instance of the method's ``Options`` dataclass; or give its fields as keyword arguments
+        (``HarpPruner(0.99, gamma0=0.05)``). An option the method does not declare is an error.
     :param prunable: which parameters get masks (module types, extra parameters, exclusions); default:
         every Conv2d/Linear weight and attention's input projections.
+    :param seed: seeds what a method draws at random (the ``random`` importance).
+    :param input_shape: (C, H, W) of one input, for methods that trace the model (structured pruning).
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
     learns_scores: ClassVar[bool] = False
     learns_rates: ClassVar[bool] = False
     layer_type: ClassVar[type[WeightMask]] = WeightMask
 
-    def __init__(self, sparsity: float, *, alpha: float = 0.1, init_strategy: str | Sequence[float] = "uniform",
-                 init_density: float = 0.1, prunable: Prunable | dict | None = None) -> None:
-        sparsity, alpha = check_sparsity(sparsity), as_number("alpha", alpha)
-        if not 0.0 <= alpha < 1.0:
-            raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {alpha}")
+    def __init__(self, sparsity: float, options: Any = None, *, prunable: Prunable | dict | None = None,
+                 seed: int = 0, input_shape: Sequence[int] | None = None, **option_values: Any) -> None:
+        sparsity = check_sparsity(sparsity)
         self.sparsity = float(sparsity)
         self.target_density = check_density(1.0 - sparsity)
-        self.alpha = float(alpha)
-        self.min_keep = alpha * self.target_density
-        self.init_strategy = init_strategy
-        self.init_density = check_density(as_number("init_density", init_density), "init_density")
+        self.options = resolve_options(self.Options, options, option_values, f"pruning method '{self.name}'")
+        self.min_keep = 0.0  # a_min, the floor of every layer's keep-ratio (HARP: alpha * target density)
+        self.seed = int(seed)
+        self.input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
         # a dict is what ``describe`` records, so a checkpoint's description rebuilds the pruner
         self.prunable = Prunable(**prunable) if isinstance(prunable, dict) else prunable or Prunable()
         self.layers: list[WeightMask] = []
@@ -162,12 +161,12 @@ class Pruner(ABC):
         """Restore what ``state_dict`` saved (for ``--resume``)."""
 
     def describe(self) -> dict:
-        """What a checkpoint records to rebuild this pruner."""
-        return {
-            "method": self.name, "sparsity": self.sparsity, "alpha": self.alpha,
-            "init_strategy": self.init_strategy if isinstance(self.init_strategy, str) else list(self.init_strategy),
-            "init_density": self.init_density, **self.describe_prunable(),
-        }
+        """What a checkpoint records to rebuild this pruner (``rebuild_pruner``): method, sparsity, options and
+        the run's facts."""
+        facts = {"seed": self.seed, "prunable": self.prunable.as_dict()}
+        if self.input_shape is not None:
+            facts["input_shape"] = list(self.input_shape)
+        return {"method": self.name, "sparsity": self.sparsity, **dataclasses.asdict(self.options), **facts}
 
     def budget_report(self) -> dict[str, Any]:
         """What the sparsity target constrains and how the masks meet it, as fractions of the dense model.
@@ -185,35 +184,9 @@ class Pruner(ABC):
         self._require_attached("density()")
         return sum(layer.kept() for layer in self.layers) / sum(layer.numel for layer in self.layers)
 
-    def describe_prunable(self) -> dict:
-        """The selection of pruned parameters, as ``describe`` records it."""
-        return {"prunable": self.prunable.as_dict()}
-
-
-def as_number(name: str, value: object) -> float:
-    """``value`` as a float, or a HarpError naming the option (a string such as "abc" is not a number)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise HarpError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise HarpError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-@torch.no_grad()
-def scaled_score_init(layers: list[WeightMask]) -> None:
-    """S = sqrt(6 / fan_in) * W / max|W| (HYDRA's scaled init): the initial ranking is weight magnitude."""
-    for layer in layers:
-        weight = layer.weight.detach()
-        peak = weight.abs().max().clamp_min(1e-12)
-        layer.scores.copy_(math.sqrt(6.0 / fan_in(weight)) * weight / peak)
-
 
 @torch.no_grad()
 def set_layer_densities(layers: list[WeightMask], densities: Sequence[float]) -> None:
     """Set each layer's rate logit so that its keep-ratio equals the given density."""
     for layer, density in zip(layers, densities, strict=True):
         layer.rate.fill_(rate_for_keep_ratio(density, layer.min_keep, layer.max_keep))
-
-
-def initial_densities(pruner: Pruner, layers: list[WeightMask]) -> list[float]:
-    return layer_densities(pruner.init_strategy, layers, pruner.init_density)

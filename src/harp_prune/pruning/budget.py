@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.masked import WeightMask
 from harp_prune.pruning.rates import keep_ratio, kept_count
+from harp_prune.pruning.weight_mask import WeightMask
 
 # The realised kept count may differ from round(a_t * N) by at most this fraction of it (or one weight).
 BUDGET_TOLERANCE = 0.005

@@ -23,17 +23,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.base import initial_densities, set_layer_densities
+from harp_prune.pruning.base import set_layer_densities
 from harp_prune.pruning.budget import bisect_offset
-from harp_prune.pruning.graph import ModelTrace, conv_groups, is_depthwise, trace_layers
-from harp_prune.pruning.harp import HarpPruner
-from harp_prune.pruning.masked import PRUNABLE_TYPES, Prunable, WeightMask, fan_in, find_sites, masked_layers
+from harp_prune.pruning.conv import conv_groups, is_depthwise
+from harp_prune.pruning.graph import ModelTrace, trace_layers
+from harp_prune.pruning.learned import LearnedRateOptions, LearnedRatePruner
+from harp_prune.pruning.masked import PRUNABLE_TYPES, find_sites, masked_layers
+from harp_prune.pruning.registry import register_pruner
+from harp_prune.pruning.weight_mask import WeightMask, fan_in
+from harp_prune.registry import option
 
 TARGETS = ("channels", "flops", "params")
 
@@ -109,29 +114,31 @@ class ChannelCost:
         return float(self.measure([1.0] * len(self.trace.groups), kind))
 
 
-class HarpChannelPruner(HarpPruner):
-    """HARP with one learned score per input channel and a learned keep-ratio per tie group.
+@dataclass(frozen=True)
+class ChannelOptions(LearnedRateOptions):
+    init_density: float = option(0.99, "the keep-ratio every group starts from (the official 'original' strategy)")
+    channel_target: str = option("channels", "what --sparsity removes: channels (the FLOPs of every prunable width "
+                                             "scaled by 1 - sparsity, as the official code), flops or params",
+                                 choices=TARGETS)
 
-    :param sparsity: with ``target='channels'`` the fraction of channels removed (the budget is the FLOPs of
-        the model whose every prunable width is scaled by 1 - sparsity, as in the official code); with
-        'flops' or 'params' the fraction of FLOPs or of prunable parameters removed.
-    :param input_shape: (C, H, W) of one input, for tracing layer shapes and ties.
-    :param init_density: the keep-ratio every group starts from (official 'original' strategy: about 0.99).
+
+@register_pruner
+class HarpChannelPruner(LearnedRatePruner):
+    """HARP on channels: one learned score per input channel and a learned keep-ratio per tie group.
+
+    With ``channel_target='channels'`` the sparsity is the fraction of channels removed (the budget is the
+    FLOPs of the model whose every prunable width is scaled by 1 - sparsity, as in the official code); with
+    'flops' or 'params' the fraction of FLOPs or of prunable parameters removed. Needs ``input_shape``
+    (C, H, W) to trace layer shapes and ties. Options: ``ChannelOptions``.
     """
 
     name = "harp-channel"
+    Options = ChannelOptions
     layer_type = ChannelMaskedLayer
 
-    def __init__(self, sparsity: float, *, gamma0: float = 0.01, alpha: float = 0.1,
-                 init_strategy: str | Sequence[float] = "uniform", init_density: float = 0.99,
-                 target: str = "channels", input_shape: Sequence[int] | None = None,
-                 prunable: Prunable | dict | None = None) -> None:
-        super().__init__(sparsity, gamma0=gamma0, alpha=alpha, init_strategy=init_strategy,
-                         init_density=init_density, prunable=prunable)
-        if target not in TARGETS:
-            raise HarpError(f"unknown channel budget target '{target}'; choose one of {', '.join(TARGETS)}")
-        self.target = target
-        self.input_shape = [int(v) for v in input_shape] if input_shape is not None else None
+    def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(sparsity, options, **kwargs)
+        self.target = self.options.channel_target
         self.trace: ModelTrace | None = None
         self.cost: ChannelCost | None = None
         self.budget = 0.0
@@ -186,7 +193,7 @@ class HarpChannelPruner(HarpPruner):
     def initialize(self, layers: list[WeightMask]) -> None:
         assert self.trace is not None
         by_name: dict[str, ChannelMaskedLayer] = masked_layers(self._wrapping)  # type: ignore[assignment]
-        densities = dict(zip(by_name, initial_densities(self, layers), strict=True))
+        densities = dict(zip(by_name, self.initial_densities(layers), strict=True))
         for index, members in enumerate(self.trace.groups):
             if self._keeps_all(index):  # no shared mask needed: every member keeps everything
                 for member in members:
@@ -267,12 +274,6 @@ class HarpChannelPruner(HarpPruner):
         row = super().end_epoch(epoch)
         row.update({f"realised_{k}": v for k, v in self.realised().items()})
         return row
-
-    def describe(self) -> dict:
-        # HARP's per-layer bounds and rate estimator are not options here: the channel variant fixes them
-        described = {k: v for k, v in super().describe().items()
-                     if k not in ("min_layer_density", "max_layer_density", "rate_frontier")}
-        return {**described, "target": self.target, "input_shape": self.input_shape}
 
 
 def _scaled_l1(layer: ChannelMaskedLayer) -> torch.Tensor:

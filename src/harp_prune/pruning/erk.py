@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.lwm import LwmPruner
-from harp_prune.pruning.masked import WeightMask
+from harp_prune.pruning.fixed import FixedRatePruner
+from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.strategies import register_strategy
+from harp_prune.pruning.weight_mask import WeightMask
 
 
 def erk_densities(layers: list[WeightMask], density: float) -> list[float]:
@@ -39,8 +40,10 @@ def erk_densities(layers: list[WeightMask], density: float) -> list[float]:
 register_strategy("erk", erk_densities)
 
 
-class ErkPruner(LwmPruner):
-    """One-shot magnitude pruning within each layer, with ERK's per-layer budgets at the target density."""
+@register_pruner
+class ErkPruner(FixedRatePruner):
+    """ERK: one-shot magnitude pruning within each layer, with ERK's per-layer budgets at the target density."""
 
     name = "erk"
-    default_budget = "erk"
+    importance = "magnitude"
+    layer_budget = "erk"

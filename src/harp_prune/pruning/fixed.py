@@ -1,28 +1,31 @@
 """Fixed-rate pruners: every layer keeps a set number of weights, chosen before pruning starts.
 
-The baselines HARP is compared with (HYDRA, LWM, LAMP, ERK, random, global magnitude) differ from HARP in
-that the per-layer budget is not learned: it comes from a layer strategy evaluated at the *target* density
-(or, for global magnitude, from one threshold over all layers). Each subclass says how the scores are set
-(``init_scores``) and, if it wants, how the per-layer counts are found (``layer_counts``).
+A fixed-rate method is an importance (importance.py: how the weights of a layer are ranked) and a layer budget
+(strategies.py: how many each layer keeps, evaluated at the *target* density). The baselines HARP is compared
+with are fixed pairs (LWM = magnitude + uniform, LAMP = magnitude + lamp, ...); ``one-shot`` takes any pair
+as options, and HYDRA trains its scores within any layer budget.
 
-The rates are set so that each layer's integer top-k count is exactly the intended one, and
-``finalize`` leaves them alone: the common logit shift of HARP's budget projection would distort a
-strategy's layer budgets (and a global threshold's counts).
+The rates are set so that each layer's integer top-k count is exactly the intended one, and ``finalize``
+leaves them alone: the common logit shift of HARP's budget projection would distort a budget's per-layer
+counts.
 """
 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner, set_layer_densities
-from harp_prune.pruning.masked import Prunable, WeightMask
-from harp_prune.pruning.rates import check_sparsity
-from harp_prune.pruning.strategies import layer_densities
+from harp_prune.pruning.importance import IMPORTANCES
+from harp_prune.pruning.registry import register_pruner
+from harp_prune.pruning.strategies import layer_densities, parse_strategy
+from harp_prune.pruning.weight_mask import WeightMask
+from harp_prune.registry import option
 
 
 @torch.no_grad()
@@ -58,33 +61,43 @@ def counts_for_densities(layers: list[WeightMask], densities: Sequence[float]) -
     return [min(layer.numel, max(1, round(d * layer.numel))) for layer, d in zip(layers, densities, strict=True)]
 
 
+def global_count(layers: list[WeightMask], density: float) -> int:
+    """The number of weights a global budget at ``density`` keeps (at least one per layer)."""
+    return max(len(layers), math.floor(density * sum(layer.numel for layer in layers) + 0.5))
+
+
+@dataclass(frozen=True)
+class LayerBudgetOptions:
+    layer_budget: str = option("uniform", "the per-layer keep-ratios at the target density: a layer budget (uniform, "
+                                          "lamp, erk, global-magnitude, ...) or comma-separated keep-ratios, one per "
+                                          "prunable layer")
+
+    def __post_init__(self) -> None:
+        parse_strategy(self.layer_budget, "layer_budget")
+
+
+@dataclass(frozen=True)
+class OneShotOptions(LayerBudgetOptions):
+    importance: str = option("magnitude", "how the weights of a layer are ranked", choices=IMPORTANCES)
+
+
 class FixedRatePruner(Pruner):
     """A pruner whose per-layer budget is fixed from the start (rates are never trained).
 
-    :param layer_budget: the strategy (``uniform``, ``lamp``, ``erk``, or one density per layer) that gives
-        the per-layer keep-ratios, evaluated at the target density.
+    ``importance`` and ``layer_budget`` name the ranking and the allocation: class attributes for a baseline
+    that is one fixed pair, properties reading the options for a method that lets the user choose.
     """
 
     learns_rates = False
-    default_budget = "uniform"
+    importance: ClassVar[str] = "magnitude"
+    layer_budget: ClassVar[str] = "uniform"
 
-    def __init__(self, sparsity: float, *, layer_budget: str | Sequence[float] | None = None,
-                 prunable: Prunable | dict | None = None) -> None:
-        budget = self.default_budget if layer_budget is None else layer_budget
-        sparsity = check_sparsity(sparsity)
-        # a_min = 0: the budget is set exactly, so no floor is needed (and any strategy value is representable)
-        super().__init__(sparsity, alpha=0.0, init_strategy=budget, init_density=1.0 - sparsity, prunable=prunable)
-
-    @property
-    def layer_budget(self) -> str | Sequence[float]:
-        return self.init_strategy
-
-    @abstractmethod
     def init_scores(self, layers: list[WeightMask]) -> None:
-        """Set the scores that rank the weights within each layer."""
+        """Set the scores that rank the weights within each layer: the importance."""
+        IMPORTANCES.get(self.importance).factory(layers, self.seed)
 
     def layer_counts(self, layers: list[WeightMask]) -> list[int]:
-        """How many weights each layer keeps: the layer budget strategy at the target density."""
+        """How many weights each layer keeps: the layer budget at the target density."""
         return counts_for_densities(layers, layer_densities(self.layer_budget, layers, self.target_density))
 
     def initialize(self, layers: list[WeightMask]) -> None:
@@ -95,21 +108,21 @@ class FixedRatePruner(Pruner):
         """No projection: the fixed budget already is the method's answer (returns a shift of 0)."""
         return 0.0
 
-    def describe(self) -> dict:
-        return {"method": self.name, "sparsity": self.sparsity, **self.describe_prunable()}
 
+@register_pruner
+class OneShotPruner(FixedRatePruner):
+    """Any importance with any layer budget, one-shot (nothing is trained while pruning; fine-tuning adapts the
+    kept weights). ``--method one-shot --prune-importance random --prune-layer-budget lamp`` is random
+    pruning within LAMP's per-layer budgets.
+    """
 
-@torch.no_grad()
-def magnitude_scores(layers: list[WeightMask]) -> None:
-    """S = |W|: the within-layer ranking of the magnitude baselines."""
-    for layer in layers:
-        layer.scores.copy_(layer.weight.detach().abs())
+    name = "one-shot"
+    Options = OneShotOptions
 
+    @property  # type: ignore[override]
+    def importance(self) -> str:
+        return self.options.importance
 
-def total_weights(layers: list[WeightMask]) -> int:
-    return sum(layer.numel for layer in layers)
-
-
-def global_count(layers: list[WeightMask], density: float) -> int:
-    """The number of weights a global budget at ``density`` keeps (at least one per layer)."""
-    return max(len(layers), math.floor(density * total_weights(layers) + 0.5))
+    @property  # type: ignore[override]
+    def layer_budget(self) -> str:
+        return self.options.layer_budget

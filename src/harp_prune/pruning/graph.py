@@ -28,36 +28,12 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.masked import PRUNABLE_TYPES, prunable_modules
-
-
-def conv_groups(layer: nn.Module) -> int:
-    """The ``groups`` of a Conv2d (1 for a Linear)."""
-    return int(getattr(layer, "groups", 1))
-
-
-def is_depthwise(layer: nn.Module) -> bool:
-    """A conv whose every input channel feeds only the output channel of the same index."""
-    groups = conv_groups(layer)
-    return groups > 1 and groups == layer.in_channels == layer.out_channels
-
-
-def unit_blocks(layer: nn.Module) -> int:
-    """How many input channels one mask unit stands for: the group count of a grouped (not depthwise) conv."""
-    return 1 if is_depthwise(layer) else conv_groups(layer)
-
-
-def expand_units(units: Sequence[int], layer: nn.Module) -> list[int]:
-    """The input-channel indices of kept mask units: unit i of a grouped conv is position i of every group."""
-    blocks = unit_blocks(layer)
-    if blocks == 1:
-        return list(units)
-    per_group = layer.in_channels // blocks
-    return [block * per_group + unit for block in range(blocks) for unit in units]
+from harp_prune.pruning.conv import is_depthwise, unit_blocks
+from harp_prune.pruning.fx_links import producer_links
+from harp_prune.pruning.masked import prunable_modules
 
 
 @dataclass
@@ -175,7 +151,7 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int], every_layer: bool
     for name, x, _ in calls:
         ties.union(("layer", name), ("tensor", id(x)))
         tensor_of_call.append(id(x))
-    links = _links(model, prunable, [name for name, _, _ in calls], tensor_of_call)
+    links = producer_links(model, prunable, [name for name, _, _ in calls], tensor_of_call)
     for tensor, (producer, _) in links.items():
         if is_depthwise(prunable[producer]):  # its output channels are its input channels
             ties.union(("layer", producer), ("tensor", tensor))
@@ -235,83 +211,3 @@ def _settle(trace: ModelTrace) -> None:
                                                    "also reads a tensor it must gather from")
                 source.producer, source.batchnorms = None, []
                 changed = True
-
-
-# ---------------------------------------------------------------------------------------------- fx links
-
-CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-    nn.Hardswish, nn.ELU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.Identity,
-)
-CHANNELWISE_FUNCTIONS = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.relu, torch.sigmoid, torch.tanh,
-                         F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout}
-CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
-
-
-class _LeafTracer(fx.Tracer):
-    """Keeps every Conv2d/Linear opaque, masked ones too (their parametrized class is made at run time)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, PRUNABLE_TYPES) or super().is_leaf_module(m, qualname)
-
-
-def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), CHANNELWISE_MODULES)  # type: ignore[arg-type]
-    if node.op == "call_function":
-        return node.target in CHANNELWISE_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in CHANNELWISE_METHODS
-    return False
-
-
-def _links(model: nn.Module, prunable: dict[str, nn.Module], call_names: list[str],
-           call_tensors: list[int]) -> dict[int, tuple[str, list[str]]]:
-    """{input tensor id: (producer, BatchNorms in between)} for the tensors whose channels can go with a producer.
-
-    A tensor is linked when it comes from exactly one Conv2d/Linear of the same kind as its readers, called
-    once and not a grouped conv, through channel-wise ops only, each module on the path called once, and
-    every tensor on that path is read by nothing but the next op on the path (the last one: by the
-    prunable layers only). The fx calls are matched to the hooked calls by order; returns {} when the model
-    cannot be traced symbolically or the two traces disagree.
-    """
-    modules = dict(model.named_modules())
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception:  # dynamic control flow etc.: fall back to gathers everywhere
-        return {}
-    module_calls = Counter(str(n.target) for n in graph.nodes if n.op == "call_module")
-    layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target in prunable]
-    if [n.target for n in layer_nodes] != call_names:
-        return {}
-    readers_of: dict[fx.Node, set[fx.Node]] = {}
-    tensor_of: dict[fx.Node, int] = {}
-    for node, tensor in zip(layer_nodes, call_tensors, strict=True):
-        source = node.args[0] if node.args else None
-        if not isinstance(source, fx.Node) or tensor_of.setdefault(source, tensor) != tensor:
-            return {}
-        readers_of.setdefault(source, set()).add(node)
-    links: dict[int, tuple[str, list[str]]] = {}
-    for source, readers in readers_of.items():
-        allowed, current, batchnorms = set(readers), source, []
-        while current.target not in prunable or current.op != "call_module":
-            if set(current.users) - allowed or not _is_channelwise(current, modules):
-                break
-            if current.op == "call_module":
-                if module_calls[str(current.target)] > 1:  # slicing it would change its other uses too
-                    break
-                if isinstance(modules[current.target], nn.BatchNorm1d | nn.BatchNorm2d):  # type: ignore[index]
-                    batchnorms.append(str(current.target))
-            allowed = {current}
-            if not current.args or not isinstance(current.args[0], fx.Node):
-                break
-            current = current.args[0]
-        else:
-            producer = prunable[str(current.target)]
-            kinds = {isinstance(prunable[str(r.target)], nn.Conv2d) for r in readers}
-            if (not set(current.users) - allowed and module_calls[str(current.target)] == 1
-                    and kinds == {isinstance(producer, nn.Conv2d)}
-                    and (conv_groups(producer) == 1 or is_depthwise(producer))):
-                links[tensor_of[source]] = (str(current.target), batchnorms)
-    return links

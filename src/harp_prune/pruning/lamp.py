@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from harp_prune.pruning.fixed import global_count
-from harp_prune.pruning.lwm import LwmPruner
-from harp_prune.pruning.masked import WeightMask
+from harp_prune.pruning.fixed import FixedRatePruner, global_count
+from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.strategies import register_strategy
+from harp_prune.pruning.weight_mask import WeightMask
 
 
 @torch.no_grad()
@@ -32,8 +32,10 @@ def lamp_densities(layers: list[WeightMask], density: float) -> list[float]:
 register_strategy("lamp", lamp_densities)
 
 
-class LampPruner(LwmPruner):
-    """One-shot magnitude pruning within each layer, with LAMP's per-layer budgets at the target density."""
+@register_pruner
+class LampPruner(FixedRatePruner):
+    """LAMP: one-shot magnitude pruning within each layer, with LAMP's per-layer budgets at the target density."""
 
     name = "lamp"
-    default_budget = "lamp"
+    importance = "magnitude"
+    layer_budget = "lamp"

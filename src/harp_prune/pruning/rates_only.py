@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from harp_prune.pruning.harp import HarpPruner
+from harp_prune.pruning.registry import register_pruner
 
 
+@register_pruner
 class RatesOnlyPruner(HarpPruner):
-    """Everything as in HARP (initial strategy, size loss, γ schedule, budget projection) except that the
-    scores are frozen at the scaled weight magnitude, so within a layer the largest |W| are kept and only
-    how many each layer keeps is learned. Isolates what learning the rates is worth.
+    """Rates only: HARP with the scores frozen at the scaled weight magnitude; only the layer budgets are learned.
+
+    Everything as in HARP (initial strategy, size loss, γ schedule, budget projection) except that within a
+    layer the largest |W| are kept. Isolates what learning the rates is worth.
     """
 
     name = "rates-only"

@@ -1,6 +1,19 @@
-"""Training: objectives, the epoch loop, the stage runner with resume, and checkpoints."""
+"""Training: objectives, the epoch loop, the stage runner with resume, and checkpoints.
 
-from harp_prune.training.checkpoint import check_state_dict, load_checkpoint, load_state_into, save_atomic
+Every module of this package is imported here, so a new objective is one file with a ``@register_objective``
+class.
+"""
+
+from harp_prune.registry import import_submodules
+from harp_prune.training.checkpoint import (
+    build_from_spec,
+    check_state_dict,
+    load_checkpoint,
+    load_model,
+    load_state_into,
+    model_from_checkpoint,
+    save_atomic,
+)
 from harp_prune.training.loop import accuracy, cosine_lr, predictions, train_epoch
 from harp_prune.training.objectives import (
     OBJECTIVES,
@@ -15,8 +28,32 @@ from harp_prune.training.robust_objectives import MART, TRADES, FreeAT, mart_los
 from harp_prune.training.stage import StageResult, StageSettings, run_stage
 
 __all__ = [
-    "MART", "OBJECTIVES", "PGDAT", "TRADES", "FreeAT", "Natural", "Objective", "Performance", "StageResult",
-    "StageSettings", "accuracy", "build_objective", "check_state_dict", "cosine_lr", "load_checkpoint",
-    "load_state_into", "mart_loss", "predictions", "register_objective", "run_stage", "save_atomic", "trades_loss",
+    "MART",
+    "OBJECTIVES",
+    "PGDAT",
+    "TRADES",
+    "FreeAT",
+    "Natural",
+    "Objective",
+    "Performance",
+    "StageResult",
+    "StageSettings",
+    "accuracy",
+    "build_from_spec",
+    "build_objective",
+    "check_state_dict",
+    "cosine_lr",
+    "load_checkpoint",
+    "load_model",
+    "load_state_into",
+    "mart_loss",
+    "model_from_checkpoint",
+    "predictions",
+    "register_objective",
+    "run_stage",
+    "save_atomic",
+    "trades_loss",
     "train_epoch",
 ]
+
+import_submodules(__name__, __path__)

@@ -12,6 +12,8 @@ from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.files import write_atomic
+from harp_prune.models import build_model
+from harp_prune.pruning import Pruner, rebuild_pruner, unwrap_model
 
 FORMAT = "harp-prune-checkpoint"
 VERSION = 1
@@ -77,3 +79,41 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
 def load_state_into(model: nn.Module, state: dict[str, Any], source: str) -> None:
     check_state_dict(model, state, source)
     model.load_state_dict(state)
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """The zoo model a checkpoint's ``model_spec`` names, for its input shape, classes and normalisation."""
+    if spec.get("name") is None:
+        raise HarpError("this checkpoint holds a user-defined model; pass the model instance to load it into")
+    return build_model(spec["name"], spec["input_shape"], spec["num_classes"], spec["mean"], spec["std"])
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str, model: nn.Module | None = None,
+                          device: str | torch.device = "cpu") -> tuple[nn.Module, Pruner | None]:
+    """The model of a loaded stage checkpoint (built from its spec unless ``model`` is given), with its masks
+    and the pruner that made them."""
+    model = model if model is not None else build_from_spec(checkpoint["model_spec"])
+    # The checkpoint's state replaces whatever masks the given model carries (hp.run passes the model it
+    # pruned): drop them, so that the pruner below attaches to the plain architecture.
+    unwrap_model(model)
+    pruner = None
+    if checkpoint.get("pruning"):
+        pruner = rebuild_pruner(checkpoint["pruning"])
+        pruner.attach(model)
+    load_state_into(model, checkpoint["model"], source)
+    if pruner is not None:
+        pruner.adopt(model)
+    return model.to(device), pruner
+
+
+def load_model(path: str | Path, model: nn.Module | None = None,
+               device: str | torch.device = "cpu") -> tuple[nn.Module, Pruner | None, dict[str, Any]]:
+    """Rebuild the model of any stage checkpoint (masks included); returns (model, pruner, checkpoint).
+
+    Example::
+
+        model, pruner, checkpoint = load_model("runs/default/finetune/final.pt")
+        print(pruner.budget_report(), checkpoint["metrics"])
+    """
+    checkpoint = load_checkpoint(path)
+    return (*model_from_checkpoint(checkpoint, str(path), model, device), checkpoint)

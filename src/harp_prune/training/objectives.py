@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from harp_prune.attacks import Attack
 from harp_prune.errors import HarpError
+from harp_prune.registry import NoOptions, Registry, resolve_options
 
 
 class Objective(ABC):
@@ -19,13 +20,15 @@ class Objective(ABC):
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
     adversarial: ClassVar[bool] = True
     replays: int = 1  # optimizer steps per mini-batch (Free-AT replays each batch)
 
-    def __init__(self, attack: Attack | None = None) -> None:
+    def __init__(self, attack: Attack | None = None, options: Any = None, **option_values: Any) -> None:
         if self.adversarial and attack is None:
             raise HarpError(f"objective '{self.name}' needs an attack")
         self.attack = attack
+        self.options = resolve_options(self.Options, options, option_values, f"objective '{self.name}'")
 
     @abstractmethod
     def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +40,7 @@ class Objective(ABC):
 
 
 class Natural(Objective):
-    """Plain cross-entropy on clean inputs."""
+    """Natural training: plain cross-entropy on clean inputs."""
 
     name = "natural"
     adversarial = False
@@ -58,22 +61,15 @@ class PGDAT(Objective):
         return nn.functional.cross_entropy(logits, labels), logits
 
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (Natural, PGDAT)}
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+# class decorator: make an Objective subclass available as ``cls.name`` with the options ``cls.Options``
+register_objective = OBJECTIVES.register_class
+register_objective(Natural)
+register_objective(PGDAT)
 
 
-def register_objective(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    OBJECTIVES[cls.name] = cls
-    return cls
-
-
-def build_objective(name: str, attack: Attack | None, **options) -> Objective:
-    try:
-        cls = OBJECTIVES[name]
-    except KeyError:
-        raise HarpError(f"unknown objective '{name}'; choose one of {', '.join(sorted(OBJECTIVES))}") from None
-    try:
-        return cls(attack, **options) if cls.adversarial else cls(None, **options)
-    except TypeError:
-        raise HarpError(f"objective '{name}' takes none of the options {', '.join(options)} "
-                        "(beta is for trades/mart, replays for free_at)") from None
+def build_objective(name: str, attack: Attack | None, **options: Any) -> Objective:
+    """Objective ``name`` with its ``options`` (an option it does not take is an error naming both); the
+    attack is given only to adversarial objectives."""
+    cls = OBJECTIVES.get(name).factory
+    return cls(attack if cls.adversarial else None, **options)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harp_prune.data.standard import augment_batch
 from harp_prune.errors import HarpError
+from harp_prune.training.augment import augment_batch
 
 
 @dataclass

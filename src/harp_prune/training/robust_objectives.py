@@ -8,6 +8,8 @@ The pure loss functions are separate so that they can be checked by hand.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from torch.nn import functional as F
 
 from harp_prune.attacks import PGD, Attack, input_gradient
 from harp_prune.errors import HarpError
+from harp_prune.registry import option
 from harp_prune.training.objectives import Objective, register_objective
 
 
@@ -66,15 +69,35 @@ def _kl_to(logits: torch.Tensor, p_nat: torch.Tensor, reduction: str = "sum") ->
     return F.kl_div(F.log_softmax(logits, 1), p_nat, reduction=reduction)
 
 
+@dataclass(frozen=True)
+class TradesOptions:
+    beta: float = option(6.0, "weight of the KL term (robustness against accuracy; the paper's 6)")
+
+
+@dataclass(frozen=True)
+class MartOptions:
+    beta: float = option(5.0, "weight of the misclassification-aware KL term (the paper's 5)")
+
+
+@dataclass(frozen=True)
+class FreeAtOptions:
+    replays: int = option(4, "optimizer steps on each mini-batch (run epochs / replays epochs to keep the cost)")
+
+    def __post_init__(self) -> None:
+        if self.replays < 1:
+            raise HarpError(f"free_at needs replays >= 1, got {self.replays}")
+
+
 @register_objective
 class TRADES(Objective):
     """TRADES: the attack maximises KL(p_nat || p_adv); loss CE(clean) + beta KL. Logged accuracy: clean."""
 
     name = "trades"
+    Options = TradesOptions
 
-    def __init__(self, attack: Attack | None = None, beta: float = 6.0) -> None:
-        super().__init__(attack)
-        self.pgd, self.beta = _pgd_of(attack, self.name), float(beta)
+    def __init__(self, attack: Attack | None = None, options: Any = None, **option_values: Any) -> None:
+        super().__init__(attack, options, **option_values)
+        self.pgd, self.beta = _pgd_of(attack, self.name), float(self.options.beta)
 
     def loss(self, model, images, labels):
         with torch.no_grad():
@@ -92,10 +115,11 @@ class MART(Objective):
     """MART: CE attack from a Gaussian start; misclassification-aware BCE + beta weighted KL."""
 
     name = "mart"
+    Options = MartOptions
 
-    def __init__(self, attack: Attack | None = None, beta: float = 5.0) -> None:
-        super().__init__(attack)
-        self.pgd, self.beta = _pgd_of(attack, self.name), float(beta)
+    def __init__(self, attack: Attack | None = None, options: Any = None, **option_values: Any) -> None:
+        super().__init__(attack, options, **option_values)
+        self.pgd, self.beta = _pgd_of(attack, self.name), float(self.options.beta)
 
     def loss(self, model, images, labels):
         adversarial = gaussian_start_ascent(model, self.pgd, images, labels, F.cross_entropy)
@@ -114,14 +138,13 @@ class FreeAT(Objective):
     """
 
     name = "free_at"
+    Options = FreeAtOptions
 
-    def __init__(self, attack: Attack | None = None, replays: int = 4) -> None:
-        super().__init__(attack)
+    def __init__(self, attack: Attack | None = None, options: Any = None, **option_values: Any) -> None:
+        super().__init__(attack, options, **option_values)
         if attack.norm != "linf":
             raise HarpError("free_at supports the linf threat model only; use pgd_at or trades for l2")
-        if replays < 1:
-            raise HarpError(f"free_at needs replays >= 1, got {replays}")
-        self.replays, self.eps = int(replays), attack.eps
+        self.replays, self.eps = int(self.options.replays), attack.eps
         self.noise: torch.Tensor | None = None
         self._input: torch.Tensor | None = None
 

@@ -7,6 +7,7 @@ killed run continues with ``resume=True`` from its last finished epoch.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,15 @@ from torch.utils.data import DataLoader
 
 from harp_prune import distributed
 from harp_prune.attacks import Attack
-from harp_prune.config import refuse_changed_settings
 from harp_prune.errors import HarpError
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner
+from harp_prune.records import refuse_changed_settings
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
 from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, set_lr, train_epoch
 from harp_prune.training.objectives import Objective
 from harp_prune.training.performance import Performance
+from harp_prune.training.replicas import check_masks_agree
 
 
 @dataclass
@@ -42,6 +44,7 @@ class StageSettings:
     # that do not: a last.pt made under other values of result_keys is refused on resume
     result_keys: tuple[str, ...] = ()
     neutral_keys: tuple[str, ...] = ()
+    record_defaults: dict[str, Any] = field(default_factory=dict)  # the record of a default config (older records)
 
 
 @dataclass
@@ -93,15 +96,18 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
     optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     result, start = StageResult(), 0
+    best_state: dict[str, torch.Tensor] | None = None  # the selected epoch's weights, kept in memory
     if resume and last_path.exists():
         state = load_checkpoint(last_path, device)
         refuse_changed_settings(state.get("config"), meta.get("config") or {}, settings.result_keys,
-                                settings.neutral_keys, last_path)
+                                settings.neutral_keys, last_path, settings.record_defaults)
         load_state_into(model, state["model"], str(last_path))
         optimizer.load_state_dict(state["optimizer"])
         if pruner is not None:
             pruner.load_state_dict(state["pruner"])
         result = StageResult(state["history"], state["best_epoch"], state["best"])
+        if result.best_epoch is not None and best_path.exists():
+            best_state = load_checkpoint(best_path, device)["model"]
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -144,7 +150,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             row.update(distributed.broadcast_object(pruner.end_epoch(epoch)))
             if distributed.active():  # the γ freeze is rank 0's decision, whatever rounding did elsewhere
                 pruner.load_state_dict(distributed.broadcast_object(pruner.state_dict()))
-                distributed.check_masks_agree(model, f"{settings.name} epoch {epoch + 1}")
+                check_masks_agree(model, f"{settings.name} epoch {epoch + 1}")
             row["sparsity"] = 1.0 - pruner.density()
         row["natural_acc"] = accuracy(model, select_loader, device)
         if select_attack is not None:
@@ -155,6 +161,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         selectable = pruner is None or pruner.ready
         if selectable and (result.best_epoch is None or row[metric] > result.best[metric]):
             result.best_epoch, result.best = epoch, dict(row)
+            best_state = copy.deepcopy(model.state_dict())  # tensors and the masks' extra state
             if main:
                 save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
                              "metrics": row}, best_path)
@@ -169,8 +176,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             }, last_path)
         distributed.barrier()
-    if result.best_epoch is not None and best_path.exists():
-        load_state_into(model, load_checkpoint(best_path, device)["model"], str(best_path))
+    if best_state is not None:
+        load_state_into(model, best_state, f"the {settings.name} stage's epoch {result.best_epoch + 1}")
     elif settings.epochs > 0:
         log(f"[{settings.name}] no epoch was eligible for selection (budget never reached); keeping the last one")
     return result

@@ -1,0 +1,125 @@
+"""Running the cells of the grid: each prunes, fine-tunes and evaluates from the one pre-trained model, in this
+process or in a pool of worker processes; a finished cell's ``result.json`` is its cache."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from harp_prune import pipeline
+from harp_prune.compare.grid import CELL_KEYS, Cell, cell_config, check_cache, not_taken
+from harp_prune.config import RunConfig
+from harp_prune.data import Splits
+from harp_prune.errors import HarpError
+from harp_prune.progress import log
+from harp_prune.results import write_json
+
+T = TypeVar("T")
+
+
+def reached_epoch(history: list[dict[str, Any]]) -> int | None:
+    """1-based epoch at whose end the budget was first met (HARP's γ freeze), None if never or not learned."""
+    for row in history:
+        if row.get("budget_reached", 0.0) >= 1.0:
+            return int(row["epoch"]) + 1
+    return None
+
+
+def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits) -> dict[str, Any]:
+    """Prune, fine-tune and evaluate one cell, or return its cached result."""
+    done = cell.path(root) / "result.json"
+    cfg = cell_config(config, cell, source, root)
+    if done.exists():
+        result = json.loads(done.read_text())
+        check_cache(result["config"], cfg, CELL_KEYS, done, ignore=not_taken(cell.method))
+        log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: finished earlier ({done})")
+        return result
+    log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}")
+    started = time.perf_counter()
+    ctx = pipeline.prepare(cfg, splits)
+    pruned = pipeline.prune(cfg, resume=True, ctx=ctx)
+    tuned = pipeline.finetune(cfg, model=pruned.model, pruner=pruned.pruner, resume=True, ctx=ctx)
+    evaluation = pipeline.evaluate(cfg, model=tuned.model, ctx=ctx)
+    learns_rates = pruned.pruner.learns_rates
+    if learns_rates and cfg.prune.epochs > 0 and reached_epoch(pruned.history) is None:
+        log(f"[compare] warning: {cell.label} never met the budget in {cfg.prune.epochs} pruning epochs; the final "
+            f"keep-ratios come from the budget projection, not from learning (raise prune.gamma0 or prune.epochs)")
+    result = {
+        "label": cell.label, "method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
+        "gamma0": pruned.pruner.options.gamma0 if learns_rates else None,
+        "objectives": {"pretrain": cfg.pretrain.objective,
+                       "prune": cfg.prune.objective or cfg.pretrain.objective,
+                       "finetune": cfg.finetune.objective or cfg.pretrain.objective},
+        "budget_reached_epoch": reached_epoch(pruned.history),
+        "prune_best_epoch": pruned.best_epoch, "finetune_best_epoch": tuned.best_epoch,
+        "evaluation": evaluation, "prune_history": pruned.history, "finetune_history": tuned.history,
+        "pruning": pruned.pruner.describe(), "wall_seconds": time.perf_counter() - started, "config": cfg.to_dict(),
+    }
+    write_json(result, done)
+    return result
+
+
+def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits,
+                    threads: int) -> dict[str, Any]:
+    """run_cell in a worker process, its log and progress bars in ``<cell>/log.txt``, not the shared terminal."""
+    torch.set_num_threads(threads)
+    log_path = cell.path(root) / "log.txt"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # line-buffered, so the log can be followed while the cell runs
+    with open(log_path, "a", buffering=1) as stream, contextlib.redirect_stdout(stream), \
+            contextlib.redirect_stderr(stream):
+        return run_cell(config, cell, root, source, splits)
+
+
+def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, splits: Splits,
+              meanwhile: Callable[[], T]) -> tuple[list[dict[str, Any]], T]:
+    """Every cell's result, in grid order, and what ``meanwhile`` returns (the dense model's evaluation,
+    done in this process while the workers run); ``compare.jobs`` cells at a time, each in its own process.
+
+    A cell's result does not depend on which cells run beside it: each seeds itself and reads only the
+    shared pre-trained model. Workers are spawned (CUDA cannot be forked), split the CPU threads, and
+    receive the loaded ``splits`` (torch shares their tensors through shared memory).
+    """
+    jobs = min(config.compare.jobs, len(cells))
+    if jobs <= 1:
+        side = meanwhile()
+        return [run_cell(config, cell, root, source, splits) for cell in cells], side
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"[compare] {len(cells)} cells, {jobs} at a time ({threads} CPU thread(s) each); "
+        "each cell logs to cells/.../log.txt")
+    results: dict[Cell, dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending = {pool.submit(_cell_in_worker, config, cell, root, source, splits, threads): cell for cell in cells}
+        try:
+            own_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)  # this process is one more job while the workers run
+            try:
+                side = meanwhile()
+            finally:
+                torch.set_num_threads(own_threads)
+            for future in as_completed(pending):
+                cell = pending[future]
+                try:
+                    result = results[cell] = future.result()
+                except Exception as exc:
+                    raise HarpError(f"cell {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed} failed "
+                                    f"({exc}); see {cell.path(root) / 'log.txt'}") from exc
+                evaluation = result["evaluation"]
+                robust = ", ".join(f"{name} {100 * acc:.2f}" for name, acc in evaluation["robust_acc"].items())
+                log(f"[compare] ({len(results)}/{len(cells)}) {cell.label} at sparsity {cell.sparsity:g}, seed "
+                    f"{cell.seed}: natural {100 * evaluation['natural_acc']:.2f}, {robust} "
+                    f"({result['wall_seconds']:.0f} s)")
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results[cell] for cell in cells], side

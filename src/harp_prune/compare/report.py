@@ -1,0 +1,177 @@
+"""What `harp compare` shows: mean and spread over seeds per cell, markdown tables and plots."""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from harp_prune.progress import log
+from harp_prune.pruning import STRATEGIES, wrap_model
+
+LAYER_BUDGETS = ("uniform", "lamp", "erk")  # drawn beside HARP's learned keep-ratios
+
+
+def strategy_densities(model, sparsities: list[float]) -> dict[str, dict[str, list[float]]]:
+    """Per-layer keep-ratios of the fixed strategies on the dense model, by sparsity then strategy."""
+    layers = list(wrap_model(copy.deepcopy(model).cpu()).values())
+    shown = [name for name in LAYER_BUDGETS if name in STRATEGIES]
+    return {f"{s:g}": {name: STRATEGIES.get(name).factory(layers, 1.0 - s) for name in shown} for s in sparsities}
+
+
+def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds of each (label, sparsity)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell["label"], cell["sparsity"]), []).append(cell)
+    rows = []
+    for (label, sparsity), members in groups.items():
+        natural = [m["evaluation"]["natural_acc"] for m in members]
+        per_attack = {name: [m["evaluation"]["robust_acc"][name] for m in members]
+                      for name in members[0]["evaluation"]["robust_acc"]}
+        attacks = {name: {"mean": statistics.fmean(v), "std": statistics.pstdev(v)} for name, v in per_attack.items()}
+        attack = next(iter(attacks))  # the headline robust accuracy: the first configured attack
+        reached = [m["budget_reached_epoch"] for m in members]
+        rows.append({
+            "label": label, "method": members[0]["method"], "gamma0": members[0]["gamma0"], "sparsity": sparsity,
+            "seeds": [m["seed"] for m in members], "attack": attack,
+            "natural_acc": statistics.fmean(natural), "robust_acc": attacks[attack]["mean"],
+            "natural_std": statistics.pstdev(natural), "robust_std": attacks[attack]["std"],
+            "attacks": attacks,
+            "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
+            "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
+            "learns_rates": members[0]["gamma0"] is not None,
+            "layers": members[0]["evaluation"]["layers"],
+        })
+    return rows
+
+
+def _pct(value: float, spread: float = 0.0) -> str:
+    return f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if spread > 0 else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Tables for people: accuracy per method and sparsity, the γ0 sweep, and per-layer keep-ratios."""
+    rows, dense = results["summary"], results["dense"]
+    sparsities = sorted({r["sparsity"] for r in rows})
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    attack = rows[0]["attack"] if rows else "robust"
+    attacks = list(rows[0]["attacks"]) if rows else [attack]
+    by_key = {(r["label"], r["sparsity"]): r for r in rows}
+    cfg = results["config"]
+    lines = [
+        f"# harp compare: {cfg['model']} on {dense['dataset']}, {attack} at eps {dense['eps']:.4g} "
+        f"({dense['examples']} test images)", "",
+        f"Dense pre-trained model: natural {_pct(dense['natural_acc'])}%, "
+        + ", ".join(f"{name} {_pct(acc)}%" for name, acc in dense["robust_acc"].items())
+        + f". Epochs: prune {cfg['prune']['epochs']}, finetune {cfg['finetune']['epochs']}; seeds "
+        f"{cfg['compare']['seeds']}. Cells are natural / {' / '.join(attacks)} accuracy (%), mean ± spread "
+        "(population std) over seeds.", "",
+        "| method | " + " | ".join(f"{100 * s:g}% sparsity" for s in sparsities) + " |",
+        "|---|" + "---|" * len(sparsities),
+    ]
+    for label in labels:
+        cells = []
+        for s in sparsities:
+            r = by_key.get((label, s))
+            missed = r is not None and r["learns_rates"] and r["budget_reached_epoch"] is None
+            cells.append("-" if r is None else " / ".join(
+                [_pct(r["natural_acc"], r["natural_std"])] + [_pct(a["mean"], a["std"]) for a in r["attacks"].values()]
+            ) + (" †" if missed else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(r["learns_rates"] and r["budget_reached_epoch"] is None for r in rows):
+        lines += ["", "† the learned rates never met the budget during pruning, so the budget projection after pruning "
+                  "set the final keep-ratios (one common logit shift): raise prune.gamma0 or prune.epochs."]
+    harp_rows = [r for r in rows if r["method"] == "harp"]
+    if len({r["gamma0"] for r in harp_rows}) > 1:
+        lines += ["", "## γ0 sweep (HARP)", "",
+                  "| γ0 | sparsity % | budget reached at epoch | natural % | robust % |", "|---|---|---|---|---|"]
+        for r in sorted(harp_rows, key=lambda r: (r["sparsity"], r["gamma0"])):
+            reached = r["budget_reached_epoch"] or []
+            when = ", ".join("never" if e is None else str(e) for e in reached) or "never"
+            lines.append(f"| {r['gamma0']:g} | {100 * r['sparsity']:g} | {when} | {_pct(r['natural_acc'])} | "
+                         f"{_pct(r['robust_acc'])} |")
+    for s in sparsities:
+        harp = by_key.get(("harp", s))
+        budgets = results["strategies"].get(f"{s:g}", {})
+        if harp is None:
+            continue
+        names = list(budgets)
+        lines += ["", f"## per-layer keep-ratio (%) at {100 * s:g}% sparsity: HARP learned vs fixed strategies", "",
+                  "| layer | weights | harp | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+        for i, layer in enumerate(harp["layers"]):
+            fixed = " | ".join(f"{100 * budgets[n][i]:.3f}" for n in names)
+            lines.append(f"| {layer['name']} | {layer['numel']:,} | {100 * layer['density']:.3f} | {fixed} |")
+    cell_seconds = sum(c["wall_seconds"] for c in results["cells"])
+    lines += ["", f"wall time: {cell_seconds:.0f} s in the cells (prune + fine-tune + evaluation, summed), "
+              f"{results['wall_seconds']:.0f} s in this invocation (cached cells are not rerun)"]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], out: Path) -> list[Path]:
+    """Accuracy against sparsity per method, and HARP's per-layer keep-ratios beside uniform/LAMP/ERK."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("[compare] matplotlib is not installed (pip install 'harp-prune[plots]'); skipping the plots")
+        return []
+    rows, dense = results["summary"], results["dense"]
+    if not rows:
+        return []
+    attack = rows[0]["attack"]
+    sparsities = sorted({r["sparsity"] for r in rows})
+
+    def position(s: float) -> float:  # 90% -> 1, 99% -> 2, 99.9% -> 3: the paper's log-density axis
+        return -math.log10(max(1.0 - s, 1e-12))
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    figure, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharex=True)
+    for axis, key, title in ((axes[0], "natural_acc", "natural accuracy"), (axes[1], "robust_acc", f"{attack}")):
+        for index, label in enumerate(labels):
+            own = sorted((r for r in rows if r["label"] == label), key=lambda r: r["sparsity"])
+            axis.errorbar([position(r["sparsity"]) for r in own], [100 * r[key] for r in own],
+                          yerr=[100 * r[key.replace("acc", "std")] for r in own], marker="o", capsize=3, label=label,
+                          linewidth=2.4 if label == "harp" else 1.2, color=colours(index),
+                          linestyle=":" if "(g0=" in label else "-")
+        reference = dense[key] if key == "natural_acc" else dense["robust_acc"][attack]
+        axis.axhline(100 * reference, color="grey", linestyle="--", linewidth=1, label="dense")
+        axis.set_title(title)
+        axis.set_xlabel("sparsity")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_xticks([position(s) for s in sparsities], [f"{100 * s:g}%" for s in sparsities])
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.suptitle(f"{results['config']['model']} on {dense['dataset']}: accuracy against sparsity")
+    figure.tight_layout()
+    paths = [out / "accuracy_vs_sparsity.png"]
+    figure.savefig(paths[0], dpi=120)
+    plt.close(figure)
+
+    panels = [s for s in sparsities if any(r["label"] == "harp" and r["sparsity"] == s for r in rows)]
+    if panels:
+        figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+        for axis, s in zip(axes[0], panels, strict=True):
+            harp = next(r for r in rows if r["label"] == "harp" and r["sparsity"] == s)
+            names = [layer["name"] for layer in harp["layers"]]
+            x = range(len(names))
+            axis.plot(x, [layer["density"] for layer in harp["layers"]], marker="o", linewidth=2.2, label="harp")
+            for name, values in results["strategies"].get(f"{s:g}", {}).items():
+                axis.plot(x, values, marker=".", linestyle="--", label=name)
+            axis.set_yscale("log")
+            axis.set_title(f"{100 * s:g}% sparsity")
+            axis.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
+            axis.set_ylabel("keep-ratio")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+        figure.suptitle("per-layer keep-ratios: HARP learned vs fixed strategies")
+        figure.tight_layout()
+        paths.append(out / "layer_keep_ratios.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
+    return paths

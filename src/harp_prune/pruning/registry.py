@@ -1,0 +1,38 @@
+"""The registry of pruning methods: ``@register_pruner`` on a ``Pruner`` subclass makes it a ``--method``.
+
+A method's options are its ``Options`` dataclass (``harp_prune.registry.option`` fields); the config keys
+``prune.<option>``, the ``--prune-<option>`` flags and their help come from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harp_prune.pruning.base import Pruner
+from harp_prune.registry import Registry
+
+PRUNERS: Registry[type[Pruner]] = Registry("pruning method")
+# class decorator: make a Pruner subclass available as the method ``cls.name`` with the options ``cls.Options``
+register_pruner = PRUNERS.register_class
+
+
+def pruner_class(method: str) -> type[Pruner]:
+    return PRUNERS.get(method).factory
+
+
+def build_pruner(method: str, sparsity: float, options: Any = None, **values: Any) -> Pruner:
+    """Instantiate pruner ``method``; ``values`` are its options and the run's facts (``prunable``, ``seed``,
+    ``input_shape``). An option it does not take (e.g. gamma0 for HYDRA) is an error naming both."""
+    return pruner_class(method)(sparsity, options, **values)
+
+
+# what a checkpoint records besides a method's options (``Pruner.describe``)
+_RUN_FACTS = ("prunable", "seed", "input_shape")
+
+
+def rebuild_pruner(description: dict[str, Any]) -> Pruner:
+    """The pruner a checkpoint's ``Pruner.describe()`` record came from (the record holds its options)."""
+    record = dict(description)
+    method, sparsity = record.pop("method"), record.pop("sparsity")
+    facts = {key: record.pop(key) for key in _RUN_FACTS if key in record}
+    return build_pruner(method, sparsity, **record, **facts)

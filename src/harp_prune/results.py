@@ -1,0 +1,37 @@
+"""Results as data: JSON written atomically (rank 0 only under torchrun), with the environment that made them."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harp_prune import distributed
+from harp_prune.attacks import pyautoattack_version
+from harp_prune.files import write_atomic
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("harp-prune")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "not installed"
+
+
+def environment() -> dict[str, str]:
+    """Versions of what produced a result: harp-prune, torch, numpy, pyautoattack, Python and the platform."""
+    return {"harp_prune": _installed_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "pyautoattack": pyautoattack_version() or "not installed", "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def write_json(data: Any, path: Path) -> None:
+    """Write ``data`` atomically (rank 0 only under torchrun)."""
+    if not distributed.is_main():
+        return
+    write_atomic(path, json.dumps(data, indent=2, default=float))

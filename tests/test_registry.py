@@ -1,0 +1,150 @@
+"""One registry for every component: a component declares its options once, and config keys, flags, help and
+validation follow. Each test registers a component here, in the test file alone, to show that nothing else
+has to change."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+
+import pytest
+
+from harp_prune import pipeline
+from harp_prune.attacks import ATTACKS, PGD, register_attack
+from harp_prune.cli import build_parser
+from harp_prune.config import build_config, config_keys, read_yaml
+from harp_prune.errors import HarpError
+from harp_prune.pruning import PRUNERS, LwmPruner, register_pruner
+from harp_prune.registry import NoOptions, Registry, option
+from harp_prune.training import OBJECTIVES, PGDAT, register_objective
+
+
+@contextlib.contextmanager
+def registered(registry: Registry, name: str):
+    try:
+        yield
+    finally:
+        registry.remove(name)
+
+
+@dataclass(frozen=True)
+class ShrinkOptions:
+    shrink: float = option(0.5, "how hard to shrink")
+
+
+@register_pruner
+class ShrinkPruner(LwmPruner):
+    """Shrink: a test pruner with one option."""
+
+    name = "shrink-test"
+    Options = ShrinkOptions
+
+
+@dataclass(frozen=True)
+class NoisyOptions:
+    noise: float = option(0.0, "label noise of the test objective")
+
+
+@register_objective
+class NoisyAT(PGDAT):
+    """A test objective with one option."""
+
+    name = "noisy-test"
+    Options = NoisyOptions
+
+
+def _help(command: str) -> str:
+    parser = build_parser()
+    text = next(a for a in parser._subparsers._actions if a.choices)._name_parser_map[command].format_help()
+    return " ".join(text.split())
+
+
+def test_a_new_pruner_with_an_option_is_one_class():
+    with registered(PRUNERS, "shrink-test"):
+        assert config_keys()["prune.shrink"].owners == ("shrink-test",)
+        config = build_config(cli_values={"prune.method": "shrink-test", "prune.shrink": "0.25"})
+        pruner = pipeline.make_pruner(config)
+        assert isinstance(pruner, ShrinkPruner) and pruner.options == ShrinkOptions(shrink=0.25)
+        assert "--prune-shrink" in _help("prune") and "how hard to shrink (default 0.5" in _help("prune")
+        with pytest.raises(HarpError, match=r"pruning method 'harp' does not take prune\.shrink \(set in "
+                                            r"command line\); it takes: .*gamma0"):
+            pipeline.make_pruner(build_config(cli_values={"prune.shrink": 0.3}))
+    assert "shrink-test" not in PRUNERS and "prune.shrink" not in config_keys()
+
+
+def test_a_new_objective_with_an_option_is_one_class():
+    with registered(OBJECTIVES, "noisy-test"):
+        config = build_config(pretrain={"objective": "noisy-test", "noise": 0.1})
+        objective = pipeline.objective_for(config, "pretrain")
+        assert isinstance(objective, NoisyAT) and objective.options.noise == 0.1
+        with pytest.raises(HarpError, match=r"objective 'pgd_at' does not take pretrain\.noise"):
+            build_config(pretrain={"noise": 0.1})
+
+
+def test_a_new_attack_with_an_option_is_one_call():
+    @dataclass(frozen=True)
+    class StrongOptions:
+        strength: int = option(3, "how strong")
+
+    register_attack("strong", lambda setting, options: PGD(setting.eps, steps=options.strength), StrongOptions)
+    with registered(ATTACKS, "strong"):
+        config = build_config(evaluate={"attacks": "strong,pgd5", "strength": 7})
+        attacks = pipeline.evaluation_attacks(config)
+        assert attacks["strong"].steps == 7 and attacks["pgd5"].steps == 5
+        with pytest.raises(HarpError, match=r"attack 'pgd' does not take evaluate\.strength"):
+            build_config(evaluate={"attacks": "pgd5", "strength": 7})
+
+
+def test_options_are_typed_and_checked_against_their_choices():
+    config = build_config(prune={"method": "one-shot", "importance": "random", "layer_budget": "lamp"})
+    pruner = pipeline.make_pruner(config)
+    assert (pruner.importance, pruner.layer_budget) == ("random", "lamp")
+    with pytest.raises(HarpError, match=r"unknown importance 'biggest'; choose one of magnitude, random, "
+                                        r"scaled-magnitude"):
+        build_config(prune={"method": "one-shot", "importance": "biggest"})
+    with pytest.raises(HarpError, match=r"prune.gamma0 must be >= 0"):
+        pipeline.make_pruner(build_config(prune={"gamma0": -1}))
+    with pytest.raises(HarpError, match=r"config key 'prune.gamma0' must be float, got 'fast'"):
+        build_config(prune={"gamma0": "fast"})
+    with pytest.raises(HarpError, match=r"unknown config key 'prune.gama0' in Python \(did you mean prune.gamma0"):
+        build_config(prune={"gama0": 0.1})
+
+
+def test_yaml_and_saved_configs_hold_options_flat_in_their_section(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("prune:\n  method: hydra\n  layer_budget: erk\npretrain:\n  objective: trades\n  beta: 3\n")
+    config = build_config(read_yaml(path), file_name=str(path))
+    assert config.prune.method_options == {"layer_budget": "erk"} and config.pretrain.objective_options == {"beta": 3.0}
+    assert config.to_dict()["prune"]["layer_budget"] == "erk" and config.to_dict()["pretrain"]["beta"] == 3.0
+    assert config.provenance["prune.layer_budget"] == str(path)
+
+
+def test_the_data_set_default_goes_only_to_methods_that_take_it():
+    assert build_config().prune.method_options == {"gamma0": 0.05}  # embedded Fashion-MNIST: ~70 steps per epoch
+    assert build_config(prune={"method": "hydra"}).prune.method_options == {}
+    assert build_config(data={"dataset": "fashion-mnist"}).prune.method_options == {}  # HARP's own 0.01
+    assert PRUNERS.options("harp", {}).gamma0 == 0.01
+
+
+def test_every_flag_says_what_it_means_and_its_default():
+    for command in ("run", "prune", "evaluate", "compare"):
+        parser = build_parser()
+        sub = next(a for a in parser._subparsers._actions if a.choices)._name_parser_map[command]
+        for action in sub._actions:
+            if action.option_strings and action.dest not in ("help", "config", "resume", "version") \
+                    and action.help != argparse.SUPPRESS:
+                assert action.help and "default" in action.help, (command, action.dest)
+    assert "one of apgd-ce, apgd-dlr, autoattack" not in _help("evaluate")  # attacks are listed by name:
+    assert "fgsm, pgd<K>, cw<K>, apgd-ce, apgd-dlr, autoattack" in _help("evaluate")
+    assert "--prune-gamma0" not in _help("evaluate") and "--compare-methods" not in _help("run")
+
+
+def test_registry_errors_name_the_kind_and_the_choices():
+    registry: Registry[int] = Registry("colour")
+    registry.register("red", lambda options: 1)
+    with pytest.raises(HarpError, match="unknown colour 'blue'; choose one of red"):
+        registry.get("blue")
+    with pytest.raises(HarpError, match="colour 'red' does not take option 'shade'; it takes: no options"):
+        registry.create("red", shade=2)
+    assert registry.create("red") == 1 and registry.get("red").options is NoOptions
