@@ -15,7 +15,7 @@ from harp_prune.pruning.sparsity import size_loss, soft_density
 
 
 class HarpPruner(Pruner):
-    """Holistic Adversarially Robust Pruning (Zhao & Wressnegger, ICLR 2023), method.md §2-§4.
+    """Holistic Adversarially Robust Pruning (Zhao & Wressnegger, ICLR 2023); docs/method.md.
 
     Scores start at the scaled weight magnitude, rates at the initial strategy (uniform 10% kept by
     default, whatever the target). Each pruning step adds γ_e * L_hw to the adversarial loss, with
