@@ -5,7 +5,7 @@ For a HARP model (a ``prune/final.pt`` of `harp prune` or of a `harp compare` ce
 training mini-batches, each layer's gradient with respect to its keep-ratio a_l splits into
 
 - the adversarial part, dL_adv/da_l: the rate STE's sum of the mask gradients under the PGD-AT loss, and
-- the size part, γ dL_hw/da_l = γ N_l / (a_t Σ N) while the hinge is active (method.md §2.2): the same
+- the size part, γ dL_hw/da_l = γ N_l / (a_t Σ N) while the hinge is active (docs/method.md, 'Size loss'): the same
   price for every weight, whatever its layer.
 
 Gradient descent raises a_l when the adversarial part is more negative than the size part is positive.

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from kept_counts import budget_kept, masked_weight_counts
 
+import harp_prune as hp
 from harp_prune import compare as compare_module
 from harp_prune import pipeline
 from harp_prune.compare import Cell, cell_config, compare, grid
@@ -60,8 +62,15 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
     out = tmp_path / "cmp"
     assert {r["label"] for r in results["summary"]} == {"harp", "lwm"}
     for row in results["summary"]:
-        assert row["realised_sparsity"] == pytest.approx(0.99, abs=0.002)
         assert 0.0 <= row["robust_acc"] <= row["natural_acc"] <= 1.0
+    for cell in grid(config):  # kept counted from each cell's fine-tuned W * M
+        counts = masked_weight_counts(hp.load_model(cell.path(out) / "finetune" / "final.pt")[0]).values()
+        kept, total = sum(k for k, _ in counts), sum(n for _, n in counts)
+        # harp: one global budget; lwm: round(d * N) in every layer, at least one weight
+        per_layer = sum(max(1, round(0.01 * n)) for _, n in counts)
+        assert kept == (budget_kept(total, 0.99) if cell.method == "harp" else per_layer)
+        row = next(r for r in results["summary"] if r["label"] == cell.label)
+        assert row["realised_sparsity"] == pytest.approx(1 - kept / total)
     saved = json.loads((out / "compare.json").read_text())
     assert saved["strategies"]["0.99"].keys() == {"uniform", "lamp", "erk"}
     table = (out / "compare.md").read_text()
@@ -109,7 +118,10 @@ def test_parallel_cells_equal_sequential_cells(tmp_path, tiny_splits, monkeypatc
 def test_presets_build_a_valid_comparison(path):
     config = build_config(read_yaml(path), file_name=str(path))
     cells = grid(config)
-    assert cells and all(0.9 <= cell.sparsity < 1 for cell in cells)
+    methods, sparsities, seeds = (getattr(config.compare, key).split(",") for key in ("methods", "sparsities", "seeds"))
+    assert {(c.label, c.sparsity, c.seed) for c in cells if c.gamma0 is None} == \
+        {(m.strip(), float(s), int(seed)) for m in methods for s in sparsities for seed in seeds}
+    assert all(0.9 <= cell.sparsity < 1 for cell in cells)
 
 
 def test_cli_compare_reports_bad_methods(tmp_path, capsys):

@@ -31,7 +31,7 @@ def test_initial_size_loss_of_uniform_ten_percent_start_at_99_percent():
     pruner = HarpPruner(0.99)
     pruner.attach(model)
     assert pruner.min_keep == pytest.approx(0.001)
-    assert float(pruner.size_loss().detach()) == pytest.approx(9.0, rel=1e-4)  # method.md §3.4 table
+    assert float(pruner.size_loss().detach()) == pytest.approx(9.0, rel=1e-4)  # docs/method.md, 'Initialisation'
 
 
 def test_gamma_ramps_freezes_and_never_unfreezes():

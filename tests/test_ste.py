@@ -1,4 +1,4 @@
-"""The straight-through estimator: score and rate gradients against values computed by hand (method.md §3.3)."""
+"""The straight-through estimator: score and rate gradients against hand-computed values (docs/method.md, 'The STE')."""
 
 import math
 

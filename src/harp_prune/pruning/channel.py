@@ -44,8 +44,8 @@ TARGETS = ("channels", "flops", "params")
 
 
 class ChannelMaskedLayer(WeightMask):
-    """Input-channel masking (docs/method.md, channel variant): one score per input channel; the mask zeroes
-    W[:, c, ...].
+    """Input-channel masking (docs/method.md, 'Channel (structured) variant'): one score per input channel;
+    the mask zeroes W[:, c, ...].
 
     Scores start at each channel's true L1 norm ``W.abs().sum`` over every dimension but the unit's (the
     official code's reshape groups contiguous chunks of the out-major tensor instead). A depthwise conv's

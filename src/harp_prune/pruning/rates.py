@@ -1,4 +1,4 @@
-"""The keep-ratio parametrisation a = a_min + (1 - a_min) * sigmoid(r) and its inverse (method.md §3.1, §3.4)."""
+"""The keep-ratio a = a_min + (1 - a_min) * sigmoid(r) and its inverse (docs/method.md, 'Keep-ratio and mask')."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def rate_for_keep_ratio(density: float, min_keep: float, max_keep: float = 1.0) 
     """The logit r with keep_ratio(r) == density.
 
     The official code clips u to [-0.99, 0.99] before the logit; a negative u has no logit, so we clip to
-    [1e-6, 1 - 1e-6] instead (official-code.md bug 4). Densities at or below a_min land just above it, those
-    at or above a_max just below it.
+    [1e-6, 1 - 1e-6] instead (docs/method.md, 'Where the official code differs'). Densities at or below a_min
+    land just above it, those at or above a_max just below it.
     """
     u = (density - min_keep) / (max_keep - min_keep)
     u = min(max(u, 1e-6), 1.0 - 1e-6)

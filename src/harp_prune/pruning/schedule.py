@@ -9,7 +9,7 @@ from harp_prune.errors import HarpError
 
 @dataclass
 class GammaSchedule:
-    """method.md §4: ramp γ by γ0 per epoch; freeze it once the end-of-epoch L_hw rounds to 0.
+    """docs/method.md, 'The γ schedule': ramp γ by γ0 per epoch; freeze it once the end-of-epoch L_hw rounds to 0.
 
     ``frozen`` holds the γ in force once the target was first reached; it is never unfrozen.
     """

@@ -87,7 +87,7 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
 
 
 def soft_density(layers: list[WeightMask]) -> torch.Tensor:
-    """sum_l N_l a(l) / sum_l N_l: the differentiable expected kept fraction (method.md §2.2)."""
+    """sum_l N_l a(l) / sum_l N_l: the differentiable expected kept fraction (docs/method.md, 'Size loss')."""
     total = sum(layer.numel for layer in layers)
     return sum(layer.numel * layer.keep_ratio() for layer in layers) / total
 

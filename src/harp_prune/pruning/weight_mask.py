@@ -20,7 +20,7 @@ from harp_prune.pruning.rates import keep_ratio, kept_count
 
 
 class _MaskedWeight(torch.autograd.Function):
-    """W_eff = W * M with the straight-through estimator (docs/method.md, "the STE").
+    """W_eff = W * M with the straight-through estimator (docs/method.md, 'The STE').
 
     With g = dL/dM = dL/dW_eff * W: |S| gets g (the identity STE), so the raw scores get g * sign(S); the
     keep-ratio gets sum(g), and the weight gets dL/dW_eff * M.

@@ -1,4 +1,4 @@
-"""TRADES, MART and Free-AT, next to PGD-AT (spec method.md section 5.3).
+"""TRADES, MART and Free-AT, next to PGD-AT (docs/method.md, 'Training objectives').
 
 TRADES and MART generate their attack with the model in eval mode from x + 0.001 N(0, 1) (not a uniform
 start), with the configured PGD's steps, step size, norm and eps; their loss is computed in train mode.
