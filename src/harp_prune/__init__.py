@@ -9,7 +9,7 @@ The flat public API::
     hp.export_checkpoint("runs/default/finetune/final.pt", "sparse")   # or hp.export_model(model, ...)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it (setuptools attr)
 
 from harp_prune.attacks import FGSM, PGD, Attack
 from harp_prune.config import RunConfig, build_config, read_yaml
