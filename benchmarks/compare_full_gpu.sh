@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU part of benchmarks/results/compare-full/: after the CPU grid (`harp compare --config
-# configs/compare-full.yaml`, out dir OUT_DIR) has finished its 99 % and 99.9 % columns,
+# compare-full`, out dir OUT_DIR) has finished its 99 % and 99.9 % columns,
 #
 #   1. HARP with the frontier rate gradient (--prune-rate-frontier 0.1) on the same preset, from the same
 #      pre-trained model and split, into OUT_DIR-frontier (6 cells at a time on the GPU);
@@ -21,7 +21,7 @@ deadline=$((SECONDS + seconds))
 mkdir -p "$out-frontier"
 cp -rn "$out/pretrain" "$out/dense.json" "$out-frontier/"
 
-harp compare --config configs/compare-full.yaml --device "$device" --no-progress --out-dir "$out-frontier" \
+harp compare --config compare-full --device "$device" --no-progress --out-dir "$out-frontier" \
   --compare-methods harp --prune-rate-frontier 0.1 --compare-sparsities 0.999,0.99,0.9 --compare-jobs 6 \
   --data-eval-batch-size 2000 \
   > "$out-frontier.log" 2>&1 &

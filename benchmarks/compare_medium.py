@@ -3,7 +3,7 @@ subset of the embedded Fashion-MNIST training data, sized to finish in about hal
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/compare_medium.py [extra harp flags...]
 
-It is `harp compare --config configs/compare-medium.yaml` with fewer training images (the CLI has no flag
+It is `harp compare --config compare-medium` with fewer training images (the CLI has no flag
 to subsample the training split); results land in runs/compare-medium (compare.json, compare.md, plots).
 Numbers are from a few epochs on a small model: they show the method ranking at this budget, not the
 paper's CIFAR-10/SVHN figures (docs/paper-recipe.md has those).
@@ -12,7 +12,6 @@ paper's CIFAR-10/SVHN figures (docs/paper-recipe.md has those).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +32,7 @@ def subset(data: ImageData, per_class: int, seed: int = 0) -> ImageData:
 
 
 def main(argv: list[str]) -> None:
-    config_file = Path(__file__).resolve().parents[1] / "configs" / "compare-medium.yaml"
-    args = build_parser().parse_args(["compare", "--config", str(config_file), *argv])
+    args = build_parser().parse_args(["compare", "--config", "compare-medium", *argv])
     config = config_from_args(args)
     data = subset(load_embedded_fashion_mnist(), TRAIN_IMAGES // 10)
     splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples)

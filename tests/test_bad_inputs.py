@@ -147,7 +147,7 @@ def test_bad_config_file(tmp_path, capsys, content, message):
 
 def test_missing_config_file(tmp_path, capsys):
     code, stderr = _cli(["run", "--config", str(tmp_path / "nope.yaml")], capsys)
-    _assert_one_line_error(code, stderr, "cannot read config file")
+    _assert_one_line_error(code, stderr, "no such file and no shipped preset")
 
 
 def test_non_utf8_config_file_through_the_api(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,12 +17,13 @@ from harp_prune.compare import cells as cells_module
 from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.pipeline import stages
+from harp_prune.presets import preset_names, resolve_config_file
 
-SMALL_PRESET = Path(__file__).parents[1] / "configs" / "compare-small.yaml"
+SMALL_PRESET = resolve_config_file("compare-small")
 
 
 def _config(tmp_path, **extra):
-    """configs/compare-small.yaml (harp and lwm at 99%), cut down further for the test's time budget."""
+    """The compare-small preset (harp and lwm at 99%), cut down further for the test's time budget."""
     return build_config(read_yaml(SMALL_PRESET), {
         "out_dir": str(tmp_path / "cmp"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 2,
         "pretrain.epochs": 1, "prune.epochs": 1, "finetune.epochs": 1, "data.batch_size": 100, **extra,
@@ -114,8 +114,9 @@ def test_parallel_cells_equal_sequential_cells(tmp_path, tiny_splits, monkeypatc
     assert "[prune] epoch 1/1" in cell_log.read_text()
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_presets_build_a_valid_comparison(path):
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_build_a_valid_comparison(name):
+    path = resolve_config_file(name)
     config = build_config(read_yaml(path), file_name=str(path))
     cells = grid(config)
     methods, sparsities, seeds = (getattr(config.compare, key).split(",") for key in ("methods", "sparsities", "seeds"))

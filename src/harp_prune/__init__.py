@@ -9,7 +9,6 @@ The flat public API::
     hp.export_checkpoint("runs/default/finetune/final.pt", "sparse")   # or hp.export_model(model, ...)
 """
 
-__version__ = "0.1.0"
 
 from harp_prune.attacks import FGSM, PGD, Attack
 from harp_prune.config import RunConfig, build_config, read_yaml
@@ -30,6 +29,7 @@ from harp_prune.pruning import (
     wrap_model,
 )
 from harp_prune.training import load_model
+from harp_prune.version import __version__
 
 __all__ = [
     "FGSM", "PGD", "PRUNERS", "Attack", "HarpError", "HarpPruner", "Prunable", "Pruner", "RunConfig", "Splits",

@@ -19,7 +19,9 @@ from harp_prune.compare import compare
 from harp_prune.config import Key, build_config, config_keys, flag_name, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.files import check_output_file, describe_os_error
+from harp_prune.presets import preset_names, resolve_config_file
 from harp_prune.results import environment, write_json
+from harp_prune.version import __version__
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
 
@@ -64,7 +66,8 @@ def _help(key: Key) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """One flag per config key of the command's sections (``prune.sparsity`` is ``--prune-sparsity``)."""
-    parser.add_argument("--config", metavar="YAML", help="config file; flags override its values")
+    parser.add_argument("--config", metavar="YAML", help="config file or the name of a shipped preset ("
+                        f"{', '.join(preset_names())}); flags override its values")
     parser.add_argument("--resume", action="store_true",
                         help="skip finished stages and continue an interrupted one from its last finished epoch")
     shown = COMMAND_SECTIONS[command]
@@ -87,6 +90,7 @@ def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harp", description="HARP: holistic adversarially robust pruning (Zhao & Wressnegger, ICLR 2023)")
+    parser.add_argument("--version", action="version", version=f"harp-prune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -104,16 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace):
     keys = set(config_keys())
     cli_values = {k: v for k, v in vars(args).items() if k in keys}
-    file_values = read_yaml(args.config) if args.config else {}
+    file_values = read_yaml(resolve_config_file(args.config)) if args.config else {}
     return build_config(file_values, cli_values, file_name=args.config or "config file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command or "run"
-    if args.command is None:
-        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The one rule for a bare `harp`: unless the first word names a command or asks for help or the version,
+    # the words are run's flags (`harp`, `harp --sparsity 0.9`).
+    if not words or words[0] not in {*COMMANDS, "-h", "--help", "--version"}:
+        words = ["run", *words]
+    args = build_parser().parse_args(words)
+    command = args.command
     try:
         if command == "export":
             from harp_prune.export.cli import run_export

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
 from pathlib import Path
@@ -14,18 +13,12 @@ import torch
 from harp_prune import distributed
 from harp_prune.attacks import pyautoattack_version
 from harp_prune.files import write_atomic
-
-
-def _installed_version() -> str:
-    try:
-        return importlib.metadata.version("harp-prune")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "not installed"
+from harp_prune.version import __version__
 
 
 def environment() -> dict[str, str]:
     """Versions of what produced a result: harp-prune, torch, numpy, pyautoattack, Python and the platform."""
-    return {"harp_prune": _installed_version(), "torch": torch.__version__, "numpy": np.__version__,
+    return {"harp_prune": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "pyautoattack": pyautoattack_version() or "not installed", "python": platform.python_version(),
             "platform": platform.platform()}
 
