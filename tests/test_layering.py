@@ -24,7 +24,7 @@ LAYERS = {
     "config": 6, "results": 6,
     "pipeline": 7,
     "compare": 8,
-    "cli": 9, "__main__": 9,
+    "cli": 9, "__main__": 10,
 }
 
 
