@@ -148,3 +148,22 @@ def test_registry_errors_name_the_kind_and_the_choices():
     with pytest.raises(HarpError, match="colour 'red' does not take option 'shade'; it takes: no options"):
         registry.create("red", shade=2)
     assert registry.create("red") == 1 and registry.get("red").options is NoOptions
+
+
+def test_a_file_dropped_into_a_package_registers_itself(tmp_path, monkeypatch):
+    """What makes 'one file' true: a package imports every module it holds (harp_prune.pruning, attacks,
+    training, models and data do), so a module that registers a component needs no import line elsewhere."""
+    package = tmp_path / "plugins_for_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("from harp_prune.registry import import_submodules\n"
+                                         "import_submodules(__name__, __path__)\n")
+    (package / "extra_model.py").write_text("from harp_prune.models import register_model\n"
+                                            "register_model('dropped-in-test', lambda c, n, s: None, 'a test model')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from harp_prune.models import MODELS
+
+    try:
+        __import__("plugins_for_test")
+        assert MODELS.get("dropped-in-test").summary == "a test model"
+    finally:
+        MODELS.remove("dropped-in-test")

@@ -66,6 +66,16 @@ def global_count(layers: list[WeightMask], density: float) -> int:
     return max(len(layers), math.floor(density * sum(layer.numel for layer in layers) + 0.5))
 
 
+def global_top_k_densities(layers: list[WeightMask], scores: Sequence[torch.Tensor], density: float) -> list[float]:
+    """The keep-ratios of keeping the ``global_count`` highest of all layers' per-weight ``scores`` together
+    (at least one weight per layer): a global threshold, turned into a per-layer budget."""
+    owner = torch.cat([torch.full((layer.numel,), i, dtype=torch.long) for i, layer in enumerate(layers)])
+    kept = torch.topk(torch.cat([score.flatten() for score in scores]), global_count(layers, density),
+                      sorted=False).indices
+    counts = torch.bincount(owner[kept], minlength=len(layers))
+    return [max(1, int(count)) / layer.numel for count, layer in zip(counts, layers, strict=True)]
+
+
 @dataclass(frozen=True)
 class LayerBudgetOptions:
     layer_budget: str = option("uniform", "the per-layer keep-ratios at the target density: a layer budget (uniform, "

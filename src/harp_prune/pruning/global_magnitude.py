@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harp_prune.pruning.fixed import FixedRatePruner, global_count
+from harp_prune.pruning.fixed import FixedRatePruner, global_top_k_densities
 from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.strategies import register_strategy
 from harp_prune.pruning.weight_mask import WeightMask
@@ -17,11 +17,7 @@ def global_magnitude_densities(layers: list[WeightMask], density: float) -> list
     Weights of different layers are compared as they are (no normalisation), which is what makes it prune
     wide layers hardest.
     """
-    magnitudes = torch.cat([layer.weight.detach().abs().flatten().float() for layer in layers])
-    owner = torch.cat([torch.full((layer.numel,), i, dtype=torch.long) for i, layer in enumerate(layers)])
-    kept = torch.topk(magnitudes, global_count(layers, density), sorted=False).indices
-    counts = torch.bincount(owner[kept], minlength=len(layers))
-    return [max(1, int(count)) / layer.numel for count, layer in zip(counts, layers, strict=True)]
+    return global_top_k_densities(layers, [layer.weight.detach().abs().float() for layer in layers], density)
 
 
 register_strategy("global-magnitude", global_magnitude_densities)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harp_prune.pruning.fixed import FixedRatePruner, global_count
+from harp_prune.pruning.fixed import FixedRatePruner, global_top_k_densities
 from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.strategies import register_strategy
 from harp_prune.pruning.weight_mask import WeightMask
@@ -18,15 +18,12 @@ def lamp_densities(layers: list[WeightMask], density: float) -> list[float]:
     magnitude: a layer's largest weight scores 1, so every layer keeps at least one weight, and layers
     whose magnitude is spread over few weights keep relatively more than under a raw global threshold.
     """
-    scores, owners = [], []
-    for index, layer in enumerate(layers):
+    scores = []
+    for layer in layers:
         squared, _ = torch.sort(layer.weight.detach().flatten().double() ** 2)
         tail = torch.flip(torch.cumsum(torch.flip(squared, [0]), 0), [0])
         scores.append(squared / tail.clamp_min(1e-300))
-        owners.append(torch.full((layer.numel,), index, dtype=torch.long))
-    kept = torch.topk(torch.cat(scores), global_count(layers, density), sorted=False).indices
-    counts = torch.bincount(torch.cat(owners)[kept], minlength=len(layers))
-    return [max(1, int(count)) / layer.numel for count, layer in zip(counts, layers, strict=True)]
+    return global_top_k_densities(layers, scores, density)
 
 
 register_strategy("lamp", lamp_densities)
