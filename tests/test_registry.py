@@ -15,17 +15,19 @@ from harp_prune.attacks import ATTACKS, PGD, register_attack
 from harp_prune.cli import build_parser
 from harp_prune.config import build_config, config_keys, read_yaml
 from harp_prune.errors import HarpError
-from harp_prune.pruning import PRUNERS, LwmPruner, register_pruner
+from harp_prune.pruning import PRUNERS, LwmPruner
 from harp_prune.registry import NoOptions, Registry, option
-from harp_prune.training import OBJECTIVES, PGDAT, register_objective
+from harp_prune.training import OBJECTIVES, PGDAT
 
 
 @contextlib.contextmanager
-def registered(registry: Registry, name: str):
+def registered(registry: Registry, cls: type):
+    """``cls`` registered for the test only (registering at import would leak into other test files)."""
+    registry.register_class(cls)
     try:
         yield
     finally:
-        registry.remove(name)
+        registry.remove(cls.name)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,6 @@ class ShrinkOptions:
     shrink: float = option(0.5, "how hard to shrink")
 
 
-@register_pruner
 class ShrinkPruner(LwmPruner):
     """Shrink: a test pruner with one option."""
 
@@ -46,7 +47,6 @@ class NoisyOptions:
     noise: float = option(0.0, "label noise of the test objective")
 
 
-@register_objective
 class NoisyAT(PGDAT):
     """A test objective with one option."""
 
@@ -61,7 +61,7 @@ def _help(command: str) -> str:
 
 
 def test_a_new_pruner_with_an_option_is_one_class():
-    with registered(PRUNERS, "shrink-test"):
+    with registered(PRUNERS, ShrinkPruner):
         assert config_keys()["prune.shrink"].owners == ("shrink-test",)
         config = build_config(cli_values={"prune.method": "shrink-test", "prune.shrink": "0.25"})
         pruner = pipeline.make_pruner(config)
@@ -74,7 +74,7 @@ def test_a_new_pruner_with_an_option_is_one_class():
 
 
 def test_a_new_objective_with_an_option_is_one_class():
-    with registered(OBJECTIVES, "noisy-test"):
+    with registered(OBJECTIVES, NoisyAT):
         config = build_config(pretrain={"objective": "noisy-test", "noise": 0.1})
         objective = pipeline.objective_for(config, "pretrain")
         assert isinstance(objective, NoisyAT) and objective.options.noise == 0.1
@@ -88,12 +88,14 @@ def test_a_new_attack_with_an_option_is_one_call():
         strength: int = option(3, "how strong")
 
     register_attack("strong", lambda setting, options: PGD(setting.eps, steps=options.strength), StrongOptions)
-    with registered(ATTACKS, "strong"):
+    try:
         config = build_config(evaluate={"attacks": "strong,pgd5", "strength": 7})
         attacks = pipeline.evaluation_attacks(config)
         assert attacks["strong"].steps == 7 and attacks["pgd5"].steps == 5
         with pytest.raises(HarpError, match=r"attack 'pgd' does not take evaluate\.strength"):
             build_config(evaluate={"attacks": "pgd5", "strength": 7})
+    finally:
+        ATTACKS.remove("strong")
 
 
 def test_options_are_typed_and_checked_against_their_choices():
