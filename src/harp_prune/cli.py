@@ -112,13 +112,16 @@ def config_from_args(args: argparse.Namespace):
     return build_config(file_values, cli_values, file_name=args.config or "config file")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
-    # The one rule for a bare `harp`: unless the first word names a command or asks for help or the version,
-    # the words are run's flags (`harp`, `harp --sparsity 0.9`).
+def with_command(words: list[str]) -> list[str]:
+    """The one rule for a bare `harp`: unless the first word names a command or asks for help or the version,
+    the words are run's flags (`harp`, `harp --sparsity 0.9`)."""
     if not words or words[0] not in {*COMMANDS, "-h", "--help", "--version"}:
-        words = ["run", *words]
-    args = build_parser().parse_args(words)
+        return ["run", *words]
+    return words
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(with_command(list(sys.argv[1:] if argv is None else argv)))
     command = args.command
     try:
         if command == "export":

@@ -1,0 +1,76 @@
+"""The README's tables equal the committed JSON they come from (a figure that no longer matches its record
+fails here): the default run, the full comparison and the pruning-step benchmark."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _rows(header_start: str) -> list[list[str]]:
+    """The cells of the markdown table whose header row starts with ``header_start``."""
+    lines = README.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return f"{100 * value:.{digits}f}"
+
+
+def test_default_run_table_is_the_committed_run():
+    results = json.loads((RESULTS / "default-run" / "results.json").read_text())
+    rows = {row[0]: row[1:] for row in _rows("| model | natural % | pgd20 % |")}
+    for label, record in (("dense", results["dense"]), ("pruned (HARP, 99%)", results["pruned"])):
+        total = record["prunable_weights"]
+        assert rows[label] == [_pct(record["natural_acc"]), _pct(record["robust_acc"]["pgd20"]),
+                               _pct(record["sparsity"]), f"{record['kept_weights']:,} / {total:,}"]
+    layers = {re.sub(r" \(.*\)$", "", row[0]): row[1:] for row in _rows("| layer | weights | kept | keep-ratio % |")}
+    assert layers == {layer["name"]: [f"{layer['numel']:,}", f"{layer['kept']:,}", f"{100 * layer['density']:.3f}"]
+                      for layer in results["pruned"]["layers"]}
+    seconds = re.search(r"`harp run` with no flags .*?, (\d+) s for the run", README, re.S)
+    assert seconds is not None and int(seconds.group(1)) == round(results["wall_seconds"])
+
+
+def test_full_comparison_table_is_the_committed_grid():
+    compare = json.loads((RESULTS / "compare-full" / "compare.json").read_text())
+    by_label: dict[str, dict[float, dict]] = {}
+    for row in compare["summary"]:
+        by_label.setdefault(row["label"], {})[row["sparsity"]] = row
+    table = _rows("| method | 99 % | 99.9 % | 90 % |")
+    checked = 0
+    for cells in table:
+        label = cells[0]
+        if label not in by_label:
+            continue  # rows from the experiments beside the grid (their own folders)
+        for cell, sparsity in zip(cells[1:], (0.99, 0.999, 0.9), strict=True):
+            row = by_label[label][sparsity]
+            expected = f"{_pct(row['natural_acc'], 1)} / {_pct(row['robust_acc'], 1)}"
+            assert cell.replace("**", "").rstrip(" †") == expected
+            checked += 1
+    assert checked == 3 * len(by_label)
+    dense = compare["dense"]
+    assert f"dense model {_pct(dense['natural_acc'])} / {_pct(dense['robust_acc']['pgd20'])}" in README
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "vgg16_bn"])
+def test_pruning_step_table_is_the_committed_benchmark(name):
+    results = {r["model"]: r for r in json.loads((RESULTS / "prune_step.json").read_text())["results"]}
+    row = next(cells for cells in _rows("| model | dense step |") if cells[0].startswith(name))
+    record = results[name]
+    seconds = record["seconds"]
+    assert row[1:4] == [f"{seconds[key]:.3f} s" for key in ("dense", "harp", "harp-resort")]
+    assert row[4].strip("*") == f"{record['ratio_harp_vs_dense']:.3f}"
+    assert row[5] == f"{record['ratio_resort_vs_dense']:.3f}"
