@@ -13,7 +13,7 @@ import pytest
 from harp_prune import pipeline
 from harp_prune.attacks import ATTACKS, PGD, register_attack
 from harp_prune.cli import build_parser
-from harp_prune.config import build_config, config_keys, read_yaml
+from harp_prune.config import RunConfig, build_config, config_keys, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.pruning import PRUNERS, LwmPruner
 from harp_prune.registry import NoOptions, Registry, option
@@ -169,3 +169,15 @@ def test_a_file_dropped_into_a_package_registers_itself(tmp_path, monkeypatch):
         assert MODELS.get("dropped-in-test").summary == "a test model"
     finally:
         MODELS.remove("dropped-in-test")
+
+
+def test_a_config_changed_in_python_gets_the_defaults_of_what_it_chooses_now(tmp_path):
+    """The embedded data's γ0 default went to HARP; switching to HYDRA in Python must not leave it behind as a
+    setting HYDRA refuses, and a bare RunConfig() gets its data set's eps."""
+    config = build_config(out_dir=str(tmp_path / "a"))
+    config.prune.method = "hydra"
+    pipeline.prepare(config)
+    assert config.prune.method_options == {} and isinstance(pipeline.make_pruner(config), PRUNERS.get("hydra").factory)
+    bare = RunConfig(out_dir=str(tmp_path / "b"))
+    pipeline.prepare(bare)
+    assert (bare.attack.eps, bare.prune.method_options) == (0.1, {"gamma0": 0.05})

@@ -8,7 +8,14 @@ from typing import Any
 
 from harp_prune.attacks import ATTACKS, PGD, Attack
 from harp_prune.attacks.registry import AttackSetting, split_attack_name
-from harp_prune.config import OPTION_BAGS, RunConfig, check_taken, component_options
+from harp_prune.config import (
+    OPTION_BAGS,
+    RunConfig,
+    apply_dataset_defaults,
+    check_taken,
+    component_options,
+    validate,
+)
 from harp_prune.data import Splits
 from harp_prune.errors import HarpError
 from harp_prune.evaluation.sanity import parse_multiples
@@ -92,6 +99,12 @@ def validate_run(config: RunConfig, check_pruner: bool = True) -> None:
 
 def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False, *,
             record_config: bool = True, check_pruner: bool = True) -> Context:
-    """Validate the whole run (``validate_run``), then open its context: data, loaders, device."""
+    """Validate the whole run (``validate_run``), then open its context: data, loaders, device.
+
+    A config changed in Python after ``build_config`` (or made as ``RunConfig()``) gets its data set's
+    defaults for what nobody set, for the components chosen now, and the same checks as one from the CLI.
+    """
+    apply_dataset_defaults(config)
+    validate(config)
     validate_run(config, check_pruner)
     return open_context(config, splits, user_model, record_config=record_config)
