@@ -62,14 +62,19 @@ def _with_spread(mean: float, spread: float) -> str:
     return page.percent(mean) + (f" ± {page.percent(spread)}" if spread > 0 else "")
 
 
+def _attacks(row: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean and spread per attack; an older compare.json (before per-attack summaries) holds the first attack's."""
+    return row.get("attacks") or {row["attack"]: {"mean": row["robust_acc"], "std": row["robust_std"]}}
+
+
 def _cell_table(rows: list[dict[str, Any]]) -> str:
-    attacks = list(rows[0]["attacks"])
+    attacks = list(_attacks(rows[0]))
     body = []
     for row in sorted(rows, key=lambda r: (r["sparsity"], r["label"])):
         missed = row["learns_rates"] and row["budget_reached_epoch"] is None
         body.append([row["label"] + (" †" if missed else ""), f"{100 * row['sparsity']:g}",
                      page.percent(row["realised_sparsity"], 3), _with_spread(row["natural_acc"], row["natural_std"]),
-                     *[_with_spread(row["attacks"][a]["mean"], row["attacks"][a]["std"]) for a in attacks],
+                     *[_with_spread(_attacks(row)[a]["mean"], _attacks(row)[a]["std"]) for a in attacks],
                      ", ".join(str(seed) for seed in row["seeds"])])
     return page.table(["method", "target sparsity %", "realised sparsity %", "natural %",
                        *[f"{a} %" for a in attacks], "seeds"], body)

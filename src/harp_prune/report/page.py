@@ -23,6 +23,7 @@ p.lead { color: #4a5565; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #d7dce3; padding: 0.28em 0.7em; text-align: left; }
 th { background: #f1f4f8; } td.number { text-align: right; }
+.wide { overflow-x: auto; }
 img { max-width: 100%; border: 1px solid #eef0f3; }
 .note { color: #4a5565; font-size: 0.92em; }
 .flag { background: #fff4e0; border-left: 4px solid #e69500; padding: 0.4em 0.8em; margin: 0.4em 0; }
@@ -40,7 +41,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A table of plain values (escaped)."""
     head = "".join(f"<th>{escape(str(cell))}</th>" for cell in header)
     body = "".join("<tr>" + "".join(_cell(str(cell)) for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # wide grids (a comparison's methods as columns) scroll inside the page rather than past its edge
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _cell(text: str) -> str:

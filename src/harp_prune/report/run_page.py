@@ -73,6 +73,7 @@ def schedule_figure(rows: list[dict[str, Any]], target_sparsity: float | None) -
         axis.set_title(SCHEDULE[key], fontsize=9)
         axis.set_xlabel("pruning epoch")
         integer_ticks(axis.xaxis)
+        axis.ticklabel_format(axis="y", useOffset=False)  # 0.99001, not 1e-5 + 9.899e-1
         axis.grid(alpha=0.3)
     return to_png(figure)
 
