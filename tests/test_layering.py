@@ -21,7 +21,7 @@ LAYERS = {
     "pruning": 3,
     "training": 4,
     "evaluation": 5, "export": 5,
-    "config": 6, "results": 6,
+    "config": 6, "results": 6, "report": 6,
     "pipeline": 7,
     "compare": 8,
     "cli": 9, "__main__": 10,

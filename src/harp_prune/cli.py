@@ -20,6 +20,7 @@ from harp_prune.config import Key, build_config, config_keys, flag_name, read_ya
 from harp_prune.errors import HarpError
 from harp_prune.files import check_output_file, describe_os_error
 from harp_prune.presets import preset_names, resolve_config_file
+from harp_prune.report import write_report
 from harp_prune.results import environment, write_json
 from harp_prune.version import __version__
 
@@ -33,6 +34,7 @@ COMMANDS = {
     "evaluate": "natural and robust accuracy (PGD, AutoAttack, ...) and sparsity of a checkpoint, as JSON",
     "export": "write a pruned checkpoint as a zeroed state dict, a sparse file, a slim model or ONNX",
     "compare": "HARP vs baselines at several sparsities from one pre-trained model (cached, resumable)",
+    "report": "one HTML page with plots (report.html) of a run's or a comparison's out dir (needs matplotlib)",
 }
 
 
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
             add_export_arguments(command)
             continue
+        if name == "report":
+            command.add_argument("directory", metavar="OUT_DIR", help="the out_dir of a 'harp run' (results.json, "
+                                 "metrics.jsonl; also while it trains) or of a 'harp compare' (compare.json)")
+            continue
         add_config_flags(command, name)
         if name == "evaluate":
             command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
@@ -128,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harp_prune.export.cli import run_export
 
             return run_export(args)
+        if command == "report":
+            print(f"wrote {write_report(args.directory)}")
+            return 0
         config = config_from_args(args)
         if command == "run":
             pipeline.run(config, resume=args.resume)

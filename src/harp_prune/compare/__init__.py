@@ -8,8 +8,9 @@ every method. The dense model (``<out_dir>/pretrain/final.pt``), its evaluation 
 stage continues from its last epoch, so rerunning the same command resumes where it stopped. A cached
 result made under different settings is refused rather than mixed in.
 
-Outputs in ``<out_dir>``: ``compare.json`` (all numbers), ``compare.md`` (tables) and, with matplotlib,
-``accuracy_vs_sparsity.png`` and ``layer_keep_ratios.png`` (``report.py``). ``cells.py`` runs the cells.
+Outputs in ``<out_dir>``: ``compare.json`` (all numbers), ``compare.md`` (tables, ``report.py``) and, with
+matplotlib, ``report.html`` with ``accuracy_vs_sparsity.png`` and ``layer_keep_ratios.png``
+(``harp_prune.report``). ``cells.py`` runs the cells.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from typing import Any
 
 from harp_prune.compare.cells import run_cell, run_cells
 from harp_prune.compare.grid import PRETRAIN_KEYS, Cell, cell_config, check_cache, grid
-from harp_prune.compare.report import markdown, plot, strategy_densities, summarize_cells
+from harp_prune.compare.report import markdown, strategy_densities, summarize_cells
 from harp_prune.config import RunConfig
 from harp_prune.data import Splits
 from harp_prune.pipeline import evaluate, prepare, pretrain, validate_run
 from harp_prune.progress import log
+from harp_prune.report import write_report_if_plotting
 from harp_prune.results import environment, write_json
 from harp_prune.training import load_checkpoint
 
-__all__ = ["Cell", "cell_config", "compare", "grid", "markdown", "plot", "run_cell", "summarize_cells"]
+__all__ = ["Cell", "cell_config", "compare", "grid", "markdown", "run_cell", "summarize_cells"]
 
 
 def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
-    """Run (or resume) the whole grid and write compare.json, compare.md and the plots; returns the results.
+    """Run (or resume) the whole grid and write compare.json, compare.md and the report; returns the results.
 
     ``splits`` replaces the configured data set (as in ``pipeline.run``); every cell uses the same split.
     """
@@ -71,7 +73,6 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
     write_json(results, root / "compare.json")
     table = markdown(results)
     (root / "compare.md").write_text(table + "\n")
-    for path in plot(results, root):
-        log(f"[compare] wrote {path}")
     log(table)
+    write_report_if_plotting(root)
     return results

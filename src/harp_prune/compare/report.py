@@ -1,14 +1,12 @@
-"""What `harp compare` shows: mean and spread over seeds per cell, markdown tables and plots."""
+"""What `harp compare` shows: mean and spread over seeds per cell and markdown tables (the page and its plots:
+``harp_prune.report``)."""
 
 from __future__ import annotations
 
 import copy
-import math
 import statistics
-from pathlib import Path
 from typing import Any
 
-from harp_prune.progress import log
 from harp_prune.pruning import STRATEGIES, wrap_model
 
 LAYER_BUDGETS = ("uniform", "lamp", "erk")  # drawn beside HARP's learned keep-ratios
@@ -108,70 +106,3 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"wall time: {cell_seconds:.0f} s in the cells (prune + fine-tune + evaluation, summed), "
               f"{results['wall_seconds']:.0f} s in this invocation (cached cells are not rerun)"]
     return "\n".join(lines)
-
-
-def plot(results: dict[str, Any], out: Path) -> list[Path]:
-    """Accuracy against sparsity per method, and HARP's per-layer keep-ratios beside uniform/LAMP/ERK."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("[compare] matplotlib is not installed (pip install 'harp-prune[plots]'); skipping the plots")
-        return []
-    rows, dense = results["summary"], results["dense"]
-    if not rows:
-        return []
-    attack = rows[0]["attack"]
-    sparsities = sorted({r["sparsity"] for r in rows})
-
-    def position(s: float) -> float:  # 90% -> 1, 99% -> 2, 99.9% -> 3: the paper's log-density axis
-        return -math.log10(max(1.0 - s, 1e-12))
-
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
-    figure, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharex=True)
-    for axis, key, title in ((axes[0], "natural_acc", "natural accuracy"), (axes[1], "robust_acc", f"{attack}")):
-        for index, label in enumerate(labels):
-            own = sorted((r for r in rows if r["label"] == label), key=lambda r: r["sparsity"])
-            axis.errorbar([position(r["sparsity"]) for r in own], [100 * r[key] for r in own],
-                          yerr=[100 * r[key.replace("acc", "std")] for r in own], marker="o", capsize=3, label=label,
-                          linewidth=2.4 if label == "harp" else 1.2, color=colours(index),
-                          linestyle=":" if "(g0=" in label else "-")
-        reference = dense[key] if key == "natural_acc" else dense["robust_acc"][attack]
-        axis.axhline(100 * reference, color="grey", linestyle="--", linewidth=1, label="dense")
-        axis.set_title(title)
-        axis.set_xlabel("sparsity")
-        axis.set_ylabel("accuracy (%)")
-        axis.set_xticks([position(s) for s in sparsities], [f"{100 * s:g}%" for s in sparsities])
-        axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    figure.suptitle(f"{results['config']['model']} on {dense['dataset']}: accuracy against sparsity")
-    figure.tight_layout()
-    paths = [out / "accuracy_vs_sparsity.png"]
-    figure.savefig(paths[0], dpi=120)
-    plt.close(figure)
-
-    panels = [s for s in sparsities if any(r["label"] == "harp" and r["sparsity"] == s for r in rows)]
-    if panels:
-        figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-        for axis, s in zip(axes[0], panels, strict=True):
-            harp = next(r for r in rows if r["label"] == "harp" and r["sparsity"] == s)
-            names = [layer["name"] for layer in harp["layers"]]
-            x = range(len(names))
-            axis.plot(x, [layer["density"] for layer in harp["layers"]], marker="o", linewidth=2.2, label="harp")
-            for name, values in results["strategies"].get(f"{s:g}", {}).items():
-                axis.plot(x, values, marker=".", linestyle="--", label=name)
-            axis.set_yscale("log")
-            axis.set_title(f"{100 * s:g}% sparsity")
-            axis.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
-            axis.set_ylabel("keep-ratio")
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
-        figure.suptitle("per-layer keep-ratios: HARP learned vs fixed strategies")
-        figure.tight_layout()
-        paths.append(out / "layer_keep_ratios.png")
-        figure.savefig(paths[-1], dpi=120)
-        plt.close(figure)
-    return paths

@@ -116,6 +116,8 @@ class RunConfig:
     select_on: str = option("val", "what selects each stage's best epoch: held-out training data (val) or the test "
                                    "split (test, the official code's choice)", choices=("val", "test"))
     progress: bool = option(True, "progress bars")
+    tensorboard: bool = option(False, "also log every epoch's metrics (those of <out_dir>/metrics.jsonl) to "
+                                      "TensorBoard under <out_dir>/tensorboard (needs the tensorboard package)")
     amp: bool = option(False, "bf16 autocast for the attack and forward of training steps (CUDA; slow on CPU)")
     channels_last: bool = option(False, "NHWC memory format for conv models on GPUs")
     compile: bool = option(False, "torch.compile the training forward")

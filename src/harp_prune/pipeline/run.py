@@ -1,4 +1,5 @@
-"""``run``: all three stages and the dense-vs-pruned evaluation, with ``results.json`` and ``summary.md``."""
+"""``run``: all three stages and the dense-vs-pruned evaluation, with ``results.json``, ``summary.md`` and the
+report page."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from harp_prune.pipeline.evaluation import evaluate
 from harp_prune.pipeline.stages import finetune, pretrain, prune
 from harp_prune.progress import log
 from harp_prune.pruning import find_sites, no_prunable_error
+from harp_prune.report import write_report_if_plotting
 from harp_prune.results import environment, write_json
 
 
 def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | None = None,
         resume: bool = False) -> dict[str, Any]:
-    """All stages, then dense-vs-pruned evaluation; writes ``results.json`` and ``summary.md``.
+    """All stages, then dense-vs-pruned evaluation; writes ``results.json``, ``summary.md`` and, with matplotlib,
+    ``report.html``.
 
     ``model`` (any ``nn.Module``) replaces the zoo model and is trained and pruned in place; ``splits`` (see
     ``harp_prune.data.Splits``) replaces the configured data set.
@@ -54,9 +57,10 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     }
     write_json(results, ctx.out_dir / "results.json")
     summary = summarize(results)
+    log(summary)
     if distributed.is_main():
         write_atomic(ctx.out_dir / "summary.md", summary + "\n")
-    log(summary)
+        write_report_if_plotting(ctx.out_dir)
     return results
 
 

@@ -24,6 +24,7 @@ from harp_prune.progress import log
 from harp_prune.pruning import Pruner, masked_layers
 from harp_prune.records import refuse_changed_settings
 from harp_prune.training import (
+    MetricsLog,
     Performance,
     StageResult,
     StageSettings,
@@ -97,7 +98,7 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
     performance = Performance(c.amp, c.channels_last, c.compile, augment=bool(c.data.augment))
     return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
                          c.progress and distributed.is_main(), performance, c.sync_bn, RESULT_KEYS[stage],
-                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict())
+                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict(), MetricsLog(ctx.out_dir, c.tensorboard))
 
 
 def _train(ctx: Context, stage: str, model: nn.Module, params: list, pruner: Pruner | None, resume: bool,

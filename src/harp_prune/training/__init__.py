@@ -15,6 +15,7 @@ from harp_prune.training.checkpoint import (
     save_atomic,
 )
 from harp_prune.training.loop import accuracy, cosine_lr, predictions, train_epoch
+from harp_prune.training.metrics import METRICS_FILE, MetricsLog, read_metrics
 from harp_prune.training.objectives import (
     OBJECTIVES,
     PGDAT,
@@ -29,10 +30,12 @@ from harp_prune.training.stage import StageResult, StageSettings, run_stage
 
 __all__ = [
     "MART",
+    "METRICS_FILE",
     "OBJECTIVES",
     "PGDAT",
     "TRADES",
     "FreeAT",
+    "MetricsLog",
     "Natural",
     "Objective",
     "Performance",
@@ -49,6 +52,7 @@ __all__ = [
     "mart_loss",
     "model_from_checkpoint",
     "predictions",
+    "read_metrics",
     "register_objective",
     "run_stage",
     "save_atomic",

@@ -24,6 +24,7 @@ from harp_prune.pruning import Pruner
 from harp_prune.records import refuse_changed_settings
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
 from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, set_lr, train_epoch
+from harp_prune.training.metrics import MetricsLog
 from harp_prune.training.objectives import Objective
 from harp_prune.training.performance import Performance
 from harp_prune.training.replicas import check_masks_agree
@@ -45,6 +46,7 @@ class StageSettings:
     result_keys: tuple[str, ...] = ()
     neutral_keys: tuple[str, ...] = ()
     record_defaults: dict[str, Any] = field(default_factory=dict)  # the record of a default config (older records)
+    metrics: MetricsLog | None = None  # where each epoch's history row goes as it is made (rank 0 writes)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         model = distributed.convert_sync_batchnorm(model, device)
     train_model = perf.compiled(distributed.wrap_for_training(model, device))
     metric = "robust_acc" if select_attack is not None else "natural_acc"
+    log_epoch = settings.metrics.open(settings.name, start) if settings.metrics is not None and main else None
     for epoch in range(start, settings.epochs):
         lr = cosine_lr(settings.lr, epoch, settings.epochs)
         set_lr(optimizer, lr)
@@ -156,6 +159,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         if select_attack is not None:
             row["robust_acc"] = accuracy(model, select_loader, device, select_attack)
         result.history.append(row)
+        if log_epoch is not None:
+            log_epoch(row)
         log(f"[{settings.name}] epoch {epoch + 1}/{settings.epochs} " + " ".join(
             f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
         selectable = pruner is None or pruner.ready
@@ -176,6 +181,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             }, last_path)
         distributed.barrier()
+    if log_epoch is not None:
+        log_epoch.close()
     if best_state is not None:
         load_state_into(model, best_state, f"the {settings.name} stage's epoch {result.best_epoch + 1}")
     elif settings.epochs > 0:
