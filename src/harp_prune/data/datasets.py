@@ -200,7 +200,14 @@ class Splits:
     """The data of a run: train, validation (for model selection) and test.
 
     Each part is a map-style dataset of ([0, 1] image, label) pairs or a ready DataLoader. ``info`` is the
-    ImageData they came from, if any (the model zoo needs its shape, classes and statistics).
+    ImageData they came from, if any (the model zoo needs its shape, classes and statistics). Your own data
+    (``info`` None) needs ``attack.eps`` and ``attack.step_size`` in the config; ``validation_split`` carves
+    the ``val`` part from your training tensors.
+
+    Example::
+
+        train, val = hp.validation_split(x_train, y_train, val_fraction=0.1)
+        splits = hp.Splits(train=train, val=val, test=hp.tensor_dataset(x_test, y_test))
     """
 
     train: Dataset | DataLoader

@@ -33,7 +33,14 @@ def evaluate(config: RunConfig, *, model: nn.Module | None = None, splits=None,
     """Natural and robust accuracy (``evaluate.attacks``, default PGD-k) on the test split, their point-wise
     worst case, balanced accuracy, counted sparsity and the eps-sweep sanity check; returns JSON-ready data
     (``evaluation.evaluation_record``, as ``harp_prune.evaluate_robustness`` for any model).
-    ``budget`` is the pruner's ``budget_report()`` for a given ``model`` (a loaded checkpoint brings its own)."""
+    ``budget`` is the pruner's ``budget_report()`` for a given ``model`` (a loaded checkpoint brings its own).
+    Without ``model`` the checkpoint (``checkpoint``, ``evaluate.checkpoint`` or ``finetune/final.pt``) is read.
+
+    Example::
+
+        record = hp.evaluate(hp.build_config(out_dir="runs/api", evaluate={"attacks": "pgd20,autoattack"}))
+        print(record["natural_acc"], record["robust_acc"], record["flags"])
+    """
     ctx = stage_context(config, ctx, splits, model, record_config=False)
     if model is None:
         path = Path(checkpoint or config.evaluate.checkpoint or ctx.out_dir / "finetune" / "final.pt")
