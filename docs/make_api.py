@@ -149,16 +149,20 @@ def entry(name: str) -> str:
     obj = getattr(harp_prune, name)
     if inspect.isfunction(obj) or inspect.isclass(obj):
         kind = "class" if inspect.isclass(obj) else "function"
-        heading = f"### `{name}{signature(obj)}`"
+        parts = [f"### {name}", "", f"*{kind}*", "", "```python", f"{name}{signature(obj)}", "```"]
     else:
-        kind = type(obj).__name__
-        heading = f"### `{name}`"
-    parts = [heading, "", f"*{kind}*", "", markdown(docstring(name) or "")]
+        parts = [f"### {name}", "", f"*{type(obj).__name__}*"]
+    parts += ["", markdown(docstring(name) or "")]
     if inspect.isclass(obj) and not issubclass(obj, BaseException):
         methods = _methods(obj)
         if methods:
             parts += ["", "Methods:", "", *methods]
     return "\n".join(parts)
+
+
+def anchor(heading: str) -> str:
+    """The fragment GitHub gives a heading: lower case, punctuation but ``_`` and ``-`` dropped."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
 
 
 def render() -> str:
@@ -173,11 +177,11 @@ def render() -> str:
             "is out of date). The README's [Python API](../README.md#python-api) section shows them together; "
             "[examples/](../examples) has runnable scripts.", ""]
     for section, names in SECTIONS.items():
-        page.append(f"- {section}: " + ", ".join(f"[`{n}`](#{n.lower().strip('_')})" for n in names))
+        page.append(f"- {section}: " + ", ".join(f"[`{n}`](#{anchor(n)})" for n in names))
     for section, names in SECTIONS.items():
         page += ["", f"## {section}"]
         for name in names:
-            page += ["", f'<a id="{name.lower().strip("_")}"></a>', "", entry(name)]
+            page += ["", entry(name)]
     return "\n".join(page) + "\n"
 
 
