@@ -186,7 +186,8 @@ def user_run(tiny_data, tmp_path_factory):
     config = hp.build_config(cli_values={
         "out_dir": str(out), "progress": False, "pretrain.objective": "natural", "pretrain.epochs": 1,
         "prune.epochs": 1, "finetune.epochs": 1, "prune.method": "harp-channel", "prune.sparsity": 0.5,
-        "evaluate.pgd_steps": 1, "evaluate.eps_sweep": None, "data.batch_size": 64})
+        "evaluate.pgd_steps": 1, "evaluate.eps_sweep": None, "data.batch_size": 64, "attack.eps": 0.1,
+        "attack.step_size": 0.025})
     hp.run(config, model=build(), splits=splits)
     checkpoint = out / "finetune" / "final.pt"
     masked = hp.load_model(checkpoint, model=build())[0].eval()

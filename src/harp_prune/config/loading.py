@@ -76,8 +76,19 @@ def build_config(file_values: Mapping[str, Any] | None = None, cli_values: Mappi
     """A validated RunConfig: defaults, then the file's values, then Python values, then the command line's,
     then the data set's defaults for what nobody set.
 
-    ``file_values`` and ``cli_values`` hold dotted keys (``{"prune.sparsity": 0.9}``); Python values are given
-    by section (``build_config(prune={"sparsity": 0.99, "gamma0": 0.05}, model="resnet18_w16")``).
+    :param sections_values: Python values by section (``prune={"sparsity": 0.99}``) or top-level key
+        (``model="resnet18_w16"``, ``out_dir="runs/x"``); the way to build a config in Python.
+    :param file_values: a YAML file's settings as dotted keys (``read_yaml(path)``).
+    :param cli_values: command-line values as dotted keys (``{"prune.sparsity": "0.9"}``, strings coerced).
+    :param file_name: the file's name, for messages.
+    :returns: the checked ``RunConfig``; a setting that cannot work is a ``HarpError`` naming it.
+
+    Example::
+
+        import harp_prune as hp
+        config = hp.build_config(prune={"sparsity": 0.99, "gamma0": 0.05}, pretrain={"epochs": 5},
+                                 attack={"eps": 8 / 255, "step_size": 2 / 255}, out_dir="runs/mine")
+        config = hp.build_config(hp.read_yaml("my.yaml"), prune={"sparsity": 0.9})  # a file, then Python
     """
     config = RunConfig()
     config.provenance = {key: "default" for key in config_keys()}

@@ -109,6 +109,13 @@ class CompareConfig:
 
 @dataclass(slots=True)
 class RunConfig:
+    """The settings of a run, one dataclass per section (``data``, ``attack``, ``pretrain``, ``prune``,
+    ``finetune``, ``evaluate``, ``compare``); every field is a config key (``prune.sparsity``) and a flag.
+
+    Build one with ``build_config``, which checks it and fills the data set's defaults; ``RunConfig()`` itself
+    holds the plain defaults, with eps and step size unset. ``provenance`` records where each value came from.
+    """
+
     model: str = option("small_cnn", "the zoo model", choices=MODELS)
     seed: int = option(0, "seed of data splits, initialisation, shuffling, pruning and evaluation")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")

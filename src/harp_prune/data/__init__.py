@@ -16,6 +16,7 @@ from harp_prune.data.datasets import (
     register_dataset,
     stratified_split,
     tensor_dataset,
+    validation_split,
 )
 from harp_prune.data.idx import read_idx
 from harp_prune.data.standard import (
@@ -44,6 +45,7 @@ __all__ = [
     "register_dataset",
     "stratified_split",
     "tensor_dataset",
+    "validation_split",
 ]
 
 import_submodules(__name__, __path__)

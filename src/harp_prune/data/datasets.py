@@ -200,7 +200,14 @@ class Splits:
     """The data of a run: train, validation (for model selection) and test.
 
     Each part is a map-style dataset of ([0, 1] image, label) pairs or a ready DataLoader. ``info`` is the
-    ImageData they came from, if any (the model zoo needs its shape, classes and statistics).
+    ImageData they came from, if any (the model zoo needs its shape, classes and statistics). Your own data
+    (``info`` None) needs ``attack.eps`` and ``attack.step_size`` in the config; ``validation_split`` carves
+    the ``val`` part from your training tensors.
+
+    Example::
+
+        train, val = hp.validation_split(x_train, y_train, val_fraction=0.1)
+        splits = hp.Splits(train=train, val=val, test=hp.tensor_dataset(x_test, y_test))
     """
 
     train: Dataset | DataLoader
@@ -244,6 +251,31 @@ def tensor_dataset(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
     if images.min() < 0 or images.max() > 1:
         raise HarpError("images must be scaled to [0, 1]; the model normalises internally")
     return TensorDataset(images.float(), labels.long())
+
+
+def validation_split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float = 0.1,
+                     seed: int = 0) -> tuple[TensorDataset, TensorDataset | None]:
+    """Carve a stratified validation split from user tensors: ``val_fraction`` of every class is held out.
+
+    :param images: N x C x H x W float images in [0, 1].
+    :param labels: N integer labels.
+    :param val_fraction: the share of each class held out for model selection, in [0, 1).
+    :param seed: which examples are held out (the same seed holds out the same ones).
+    :returns: ``(train, val)`` datasets for :class:`Splits` (``val`` is None when nothing is held out).
+
+    Example::
+
+        import harp_prune as hp
+        train, val = hp.validation_split(x_train, y_train, val_fraction=0.1, seed=0)
+        splits = hp.Splits(train=train, val=val, test=hp.tensor_dataset(x_test, y_test))
+    """
+    dataset = tensor_dataset(images, labels)
+    kept, held = stratified_split(dataset.tensors[1].cpu().numpy(), val_fraction, seed)
+
+    def part(indices: np.ndarray) -> TensorDataset:
+        return TensorDataset(*(t[torch.from_numpy(indices).to(t.device)] for t in dataset.tensors))
+
+    return part(kept), part(held) if len(held) else None
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,

@@ -46,7 +46,13 @@ def export_model(model: nn.Module, fmt: str, output: str | Path, input_shape: Se
     ``model`` is not modified. ``input_shape`` (C, H, W) is what slimming traces and ONNX declares; ``slim``
     (ONNX only) exports the channel-slimmed model instead of the zeroed one. ``model_spec`` (default: a
     user-defined model, ``{"name": None, "input_shape": ...}``) is stored in sparse and slim files, and
-    ``source`` (e.g. the checkpoint's path) in the report and the sparse file.
+    ``source`` (e.g. the checkpoint's path) in the report and the sparse file. The model spec and how to load
+    each format: docs/export.md ("Your own model").
+
+    Example::
+
+        report = hp.export_model(pruned_model, "onnx", "model.onnx", input_shape=(3, 32, 32), slim=True)
+        print(report["bytes"], report["onnx_max_error"])
     """
     _check_format(fmt)
     input_shape = tuple(int(d) for d in input_shape)

@@ -18,7 +18,11 @@ from harp_prune.errors import HarpError
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path, opset: int = 17) -> None:
-    """Write ``model`` (plain, in eval mode) as ONNX for inputs (N, *input_shape) in [0, 1]."""
+    """Write ``model`` (plain, in eval mode) as ONNX for inputs (N, *input_shape) in [0, 1].
+
+    The model must carry no masks (``slim_model`` or ``zeroed_model`` first, or use ``export_model``); the
+    graph's input is ``input`` and its output ``logits``, with a dynamic batch dimension. The model is put in
+    eval mode."""
     model = model.eval()
     example = torch.rand(2, *input_shape)
     with warnings.catch_warnings():  # the legacy exporter's deprecation notices; it is the one that needs no onnxscript

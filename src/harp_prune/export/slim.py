@@ -216,8 +216,20 @@ def apply_plan(model: nn.Module, plan: SlimPlan) -> nn.Module:
 
 
 def slim_model(model: nn.Module, input_shape: Sequence[int]) -> tuple[nn.Module, SlimPlan]:
-    """Turn a pruned model (in place) into a plain, physically smaller one with the same outputs: channel masks
-    remove their channels; weight masks remove the input channels no kept weight reads."""
+    """Turn a pruned model into a plain, physically smaller one with the same outputs: channel masks remove their
+    channels; weight masks remove the input channels no kept weight reads.
+
+    **In place**: the model given loses its masks and its layers are replaced by slimmed ones; the model
+    returned *is* that object. Pass ``copy.deepcopy(model)`` to keep the masked model (``export_model`` does).
+
+    :param model: a pruned model (masks attached, as pruning or ``load_model`` leaves it).
+    :param input_shape: (C, H, W) of one input, to trace which layers read which tensors.
+    :returns: ``(model, plan)``: the slimmed model and the kept indices (``SlimPlan``, what ``save_slim`` stores).
+
+    Example::
+
+        slim, plan = hp.slim_model(copy.deepcopy(pruned), (3, 32, 32))
+    """
     keep, channel, fixed = channel_keep(model)
     unwrap_model(model)
     plan = plan_slimming(model, keep, input_shape, tied=channel, fixed=fixed)

@@ -6,20 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harp_prune.attacks import ATTACKS, PGD, Attack
-from harp_prune.attacks.registry import AttackSetting, split_attack_name
+from harp_prune.attacks import PGD, Attack
 from harp_prune.config import (
     OPTION_BAGS,
     RunConfig,
     apply_dataset_defaults,
     check_taken,
     component_options,
+    user_set,
     validate,
 )
 from harp_prune.data import Splits
 from harp_prune.errors import HarpError
+from harp_prune.evaluation.benchmark import build_attacks
 from harp_prune.evaluation.sanity import parse_multiples
 from harp_prune.pipeline.runtime import Context, open_context
+from harp_prune.progress import log
 from harp_prune.pruning import PRUNERS, Prunable, Pruner
 from harp_prune.training import OBJECTIVES, Objective
 
@@ -72,14 +74,8 @@ def evaluation_attacks(config: RunConfig, state_dir: Path | None = None) -> dict
     names = [n.strip() for n in (e.attacks or f"pgd{e.pgd_steps}").split(",") if n.strip()]
     if len(set(names)) != len(names):
         raise HarpError(f"evaluate.attacks lists an attack twice: '{e.attacks}'")
-    attacks = {}
-    for name in names:
-        base, steps = split_attack_name(name)
-        taken = ATTACKS.get(base).takes()
-        options = {key: value for key, value in e.attack_options.items() if key in taken}
-        setting = AttackSetting(a.eps, a.norm, steps, a.step_size, config.seed, config.data.eval_batch_size, state_dir)
-        attacks[name] = ATTACKS.create(base, setting, **options)
-    return attacks
+    return build_attacks(names, a.eps, a.norm, step_size=a.step_size, seed=config.seed,
+                         batch_size=config.data.eval_batch_size, state_dir=state_dir, options=e.attack_options)
 
 
 def validate_run(config: RunConfig, check_pruner: bool = True) -> None:
@@ -97,9 +93,30 @@ def validate_run(config: RunConfig, check_pruner: bool = True) -> None:
         parse_multiples(config.evaluate.eps_sweep)
 
 
+def check_user_data(config: RunConfig, splits: Splits | None) -> None:
+    """The user's own data (``Splits`` without ``info``) needs its own threat model: the configured data set's
+    eps and step size (Fashion-MNIST's 0.1 and 0.025 by default) say nothing about it, so they are refused
+    unless set. A γ0 nobody set is taken from the same defaults, and the log says so (it is tied to the number
+    of steps per epoch, not to the images)."""
+    if splits is None or splits.info is not None:
+        return
+    missing = [key for key in ("attack.eps", "attack.step_size") if not user_set(config, key)]
+    if missing:
+        raise HarpError(f"your own data (Splits without info) has no default threat model: set "
+                        f"{' and '.join(missing)} (e.g. attack={{'eps': 8/255, 'step_size': 2/255}}); the "
+                        f"{config.data.dataset} defaults are meaningless for it")
+    if "gamma0" in PRUNERS.get(config.prune.method).takes() and not user_set(config, "prune.gamma0"):
+        source = config.provenance.get("prune.gamma0", "default")
+        origin = source.replace("default for ", "the default for ") if source != "default" else \
+            f"{config.prune.method}'s own default"
+        log(f"[harp] warning: prune.gamma0 is not set for your own data: taking γ0 = "
+            f"{method_options(config).gamma0:g}, {origin}; set prune.gamma0 to choose it")
+
+
 def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False, *,
             record_config: bool = True, check_pruner: bool = True) -> Context:
-    """Validate the whole run (``validate_run``), then open its context: data, loaders, device.
+    """Validate the whole run (``validate_run``) and the user's data (``check_user_data``), then open its context:
+    data, loaders, device.
 
     A config changed in Python after ``build_config`` (or made as ``RunConfig()``) gets its data set's
     defaults for what nobody set, for the components chosen now, and the same checks as one from the CLI.
@@ -107,4 +124,5 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
     apply_dataset_defaults(config)
     validate(config)
     validate_run(config, check_pruner)
+    check_user_data(config, splits)
     return open_context(config, splits, user_model, record_config=record_config)

@@ -27,8 +27,15 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
     """All stages, then dense-vs-pruned evaluation; writes ``results.json``, ``summary.md`` and, with matplotlib,
     ``report.html``.
 
-    ``model`` (any ``nn.Module``) replaces the zoo model and is trained and pruned in place; ``splits`` (see
-    ``harp_prune.data.Splits``) replaces the configured data set.
+    :param config: the run's settings (``build_config``).
+    :param model: any ``nn.Module`` on [0, 1] images, replacing the zoo model. **It is changed in place**: trained,
+        given masks (parametrizations) and fine-tuned, so after the call it *is* the pruned model; pass
+        ``copy.deepcopy(model)`` to keep the original.
+    :param splits: your own data (``Splits``; ``validation_split`` carves a validation part), replacing the
+        configured data set. Your data needs ``attack.eps`` and ``attack.step_size`` set.
+    :param resume: take stages finished earlier with the same settings from their checkpoints.
+    :returns: the results (``results.json``): ``dense`` and ``pruned`` evaluation records, ``history`` per stage,
+        the config and its provenance.
 
     Example::
 

@@ -136,7 +136,16 @@ def _finished_stage(ctx: Context, stage: str, model: nn.Module | None) -> StageO
 
 def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits=None, resume: bool = False,
              ctx: Context | None = None) -> StageOutcome:
-    """Stage 1: adversarial pre-training of a dense model; writes ``pretrain/final.pt``."""
+    """Stage 1: adversarial pre-training of a dense model; writes ``pretrain/final.pt``.
+
+    ``model`` (default: the configured zoo model) is trained in place; ``splits`` is your own data (see ``run``).
+    Returns the ``StageOutcome``: ``model``, ``history``, ``best_epoch``, ``metrics``, ``path``.
+
+    Example::
+
+        dense = hp.pretrain(hp.build_config(pretrain={"epochs": 2}, out_dir="runs/api"))
+        print(dense.best_epoch, dense.metrics)
+    """
     ctx = stage_context(config, ctx, splits, model)
     if resume and (finished := _finished_stage(ctx, "pretrain", model)) is not None:
         return finished
@@ -152,6 +161,12 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
 
     The dense model is ``model`` as it is when given (and ``prune.source`` is not set), else it is loaded from
     ``prune.source`` or ``pretrain/final.pt``. The selected epoch's rates are then projected onto the budget.
+    A given ``model`` gets its masks in place. Returns the ``StageOutcome`` with the ``pruner`` and its ``budget``.
+
+    Example::
+
+        pruned = hp.prune(config, model=dense.model)
+        print(pruned.budget, pruned.pruner.report(pruned.model).sparsity)
     """
     ctx = stage_context(config, ctx, splits, model)
     if resume and (finished := _finished_stage(ctx, "prune", model)) is not None:
@@ -187,7 +202,13 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, pruner: Prune
 
     With ``pruner`` (the prune stage's outcome: ``finetune(config, model=pruned.model, pruner=pruned.pruner)``)
     the masked ``model`` is fine-tuned as it is. Otherwise the pruned model is loaded from ``finetune.source``
-    or ``prune/final.pt``, into ``model`` when given (a user-defined architecture).
+    or ``prune/final.pt``, into ``model`` when given (a user-defined architecture). The model is trained in
+    place. Returns the ``StageOutcome``.
+
+    Example::
+
+        tuned = hp.finetune(config, model=pruned.model, pruner=pruned.pruner)
+        hp.export_model(tuned.model, "sparse", "model.sparse.safetensors", input_shape=(1, 28, 28))
     """
     ctx = stage_context(config, ctx, splits, model)
     if resume and (finished := _finished_stage(ctx, "finetune", model)) is not None:

@@ -12,6 +12,9 @@ from harp_prune.pruning.base import Pruner
 from harp_prune.registry import Registry
 
 PRUNERS: Registry[type[Pruner]] = Registry("pruning method")
+"""The pruning methods by name (``harp``, ``hydra``, ``lamp``, ...): ``PRUNERS.names()`` lists them,
+``PRUNERS.get(name).factory`` is the ``Pruner`` class and ``.summary`` says what it does; ``build_pruner``
+makes one."""
 # class decorator: make a Pruner subclass available as the method ``cls.name`` with the options ``cls.Options``
 register_pruner = PRUNERS.register_class
 
