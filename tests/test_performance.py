@@ -1,0 +1,89 @@
+"""Performance work that must not change results: masked weights computed once where they are fixed."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from harp_prune.attacks import PGD, base
+from harp_prune.models import build_model
+from harp_prune.pruning import HarpPruner, WeightMask
+from harp_prune.training import PGDAT, loop
+
+
+def _pruned_model(sparsity: float = 0.9) -> tuple[torch.nn.Module, HarpPruner]:
+    torch.manual_seed(0)
+    model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
+    pruner = HarpPruner(sparsity)
+    pruner.attach(model)
+    pruner.finalize()
+    return model, pruner
+
+
+def _finetune_gradients() -> list[list[torch.Tensor]]:
+    """The weight gradients of two fine-tuning steps (masks fixed, weights trained by PGD-AT)."""
+    model, pruner = _pruned_model()
+    frozen = {id(p) for layer in pruner.layers for p in (layer.scores, layer.rate)}
+    for param in model.parameters():
+        param.requires_grad_(id(param) not in frozen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    objective = PGDAT(PGD(0.1, 0.025, 3))
+    generator = torch.Generator().manual_seed(1)
+    gradients = []
+    for _ in range(2):  # the second step's attack must see the weights the first step changed
+        images, labels = torch.rand(8, 1, 28, 28, generator=generator), torch.randint(0, 10, (8,), generator=generator)
+        model.train()
+        loss, _ = objective.loss(model, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gradients.append([p.grad.clone() for p in params])
+        optimizer.step()
+    return gradients
+
+
+def test_a_fine_tuning_step_has_the_same_gradients_with_and_without_the_attack_cache(monkeypatch):
+    entered = []
+    original = base.fixed_weights
+
+    def counting(model):
+        entered.append(model)
+        return original(model)
+
+    monkeypatch.setattr(base, "fixed_weights", counting)
+    cached = _finetune_gradients()
+    assert len(entered) == 2  # each step's attack ran on masked weights computed once
+    monkeypatch.setattr(base, "fixed_weights", lambda model: nullcontext())
+    plain = _finetune_gradients()
+    for cached_step, plain_step in zip(cached, plain, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(cached_step, plain_step, strict=True))
+
+
+@pytest.mark.parametrize("attacked", [False, True])
+def test_an_evaluation_pass_computes_the_masked_weights_once(monkeypatch, attacked):
+    """Validation and evaluation (``accuracy``/``predictions``) read fixed weights: one W * M per layer per pass,
+    not one per batch and attack step, with the same predictions as without the cache."""
+    model, pruner = _pruned_model()
+    generator = torch.Generator().manual_seed(2)
+    loader = DataLoader(TensorDataset(torch.rand(12, 1, 28, 28, generator=generator),
+                                      torch.randint(0, 10, (12,), generator=generator)), batch_size=4)
+    attack = PGD(0.1, 0.025, 2) if attacked else None
+    computed = []
+    original_forward = WeightMask.forward
+
+    def counting_forward(self, weight):
+        computed.append(self)
+        return original_forward(self, weight)
+
+    monkeypatch.setattr(WeightMask, "forward", counting_forward)
+    torch.manual_seed(3)
+    cached = loop.predictions(model, loader, torch.device("cpu"), attack)
+    assert len(computed) == len(pruner.layers)
+    monkeypatch.setattr(loop, "fixed_weights", lambda model: nullcontext())
+    monkeypatch.setattr(base, "fixed_weights", lambda model: nullcontext())
+    torch.manual_seed(3)
+    plain = loop.predictions(model, loader, torch.device("cpu"), attack)
+    assert all(torch.equal(a, b) for a, b in zip(cached, plain, strict=True))
