@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import resource
 import sys
 import tempfile
@@ -74,9 +73,12 @@ class PhaseClock:
             return f"{self.stage}: validation {'attacked' if attack is not None else 'natural'}"
 
         pipeline_stages.run_stage = self.timed(training_stage.run_stage, entering_stage)
-        training_stage.train_epoch = self.timed(training_stage.train_epoch, lambda *a, **k: f"{self.stage}: training")
+        def in_stage(part: str) -> Callable[..., str]:
+            return lambda *args, **kwargs: f"{self.stage}: {part}"
+
+        training_stage.train_epoch = self.timed(training_stage.train_epoch, in_stage("training"))
         training_stage.accuracy = self.timed(training_stage.accuracy, validation)
-        training_stage.save_atomic = self.timed(training_stage.save_atomic, lambda *a, **k: f"{self.stage}: checkpoints")
+        training_stage.save_atomic = self.timed(training_stage.save_atomic, in_stage("checkpoints"))
         pipeline_evaluation.evaluate_model = self.timed(pipeline_evaluation.evaluate_model, evaluation_of)
         pipeline_evaluation.sanity_section = self.timed(
             pipeline_evaluation.sanity_section,
