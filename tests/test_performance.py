@@ -87,3 +87,44 @@ def test_an_evaluation_pass_computes_the_masked_weights_once(monkeypatch, attack
     torch.manual_seed(3)
     plain = loop.predictions(model, loader, torch.device("cpu"), attack)
     assert all(torch.equal(a, b) for a, b in zip(cached, plain, strict=True))
+
+
+def test_the_command_restarts_itself_once_with_the_passive_wait_policy_unless_the_user_chose():
+    from harp_prune.threads import restart_environment
+
+    assert restart_environment({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert restart_environment({"OMP_WAIT_POLICY": "PASSIVE"}) is None  # the restarted command: no loop
+    assert restart_environment({"OMP_WAIT_POLICY": "ACTIVE"}) is None  # the user's choice wins
+    assert restart_environment({"HARP_THREAD_POLICY": "off"}) is None
+
+
+def test_the_thread_count_is_capped_at_the_usable_cpus_unless_the_user_chose(tmp_path):
+    from harp_prune.threads import cgroup_cpu_limit, thread_count
+
+    assert thread_count({}, current=8, usable=2) == 2
+    assert thread_count({}, current=2, usable=4) is None
+    assert thread_count({"OMP_NUM_THREADS": "8"}, current=8, usable=2) is None
+    assert thread_count({"HARP_THREAD_POLICY": "off"}, current=8, usable=2) is None
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(cpu_max) == 2
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize(("setting", "seen"), [({}, ["None", "PASSIVE"]), ({"OMP_WAIT_POLICY": "ACTIVE"}, ["ACTIVE"]),
+                                               ({"HARP_THREAD_POLICY": "off"}, ["None"])])
+def test_the_harp_command_runs_under_the_passive_wait_policy(setting, seen):
+    """The command line (``main()`` without arguments) starts again with OMP_WAIT_POLICY=PASSIVE set before
+    torch is imported; a user's OMP_WAIT_POLICY or HARP_THREAD_POLICY=off means no restart."""
+    import os
+    import subprocess
+    import sys
+
+    program = ("import os, sys; print('policy', os.environ.get('OMP_WAIT_POLICY')); sys.argv = ['harp', '--version']; "
+               "from harp_prune.cli import main; main()")
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "HARP_THREAD_POLICY")}
+    done = subprocess.run([sys.executable, "-c", program], env={**environment, **setting}, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("policy ")] == seen, done.stderr

@@ -21,6 +21,7 @@ from harp_prune.errors import HarpError
 from harp_prune.files import check_output_file, describe_os_error
 from harp_prune.presets import preset_names, resolve_config_file
 from harp_prune.results import environment, write_json
+from harp_prune.threads import apply_command_policy
 from harp_prune.version import __version__
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
@@ -113,6 +114,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python: threads that do not spin (docs/performance.md)
+        apply_command_policy()
     words = list(sys.argv[1:] if argv is None else argv)
     # The one rule for a bare `harp`: unless the first word names a command or asks for help or the version,
     # the words are run's flags (`harp`, `harp --sparsity 0.9`).
