@@ -128,3 +128,27 @@ def test_the_harp_command_runs_under_the_passive_wait_policy(setting, seen):
     done = subprocess.run([sys.executable, "-c", program], env={**environment, **setting}, capture_output=True,
                           text=True, timeout=300, check=False)
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("policy ")] == seen, done.stderr
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_throughput_script_runs_in_quick_mode_on_the_cpu(tmp_path):
+    import json
+
+    output = tmp_path / "throughput.json"
+    _benchmark("gpu_throughput").main(["--quick", "--output", str(output)])
+    figures = json.loads(output.read_text())
+    assert figures["device"] == "cpu"
+    assert [(row["stage"], row["batch"]) for row in figures["rows"]] == [("dense", 8), ("prune", 8), ("finetune", 8)]
+    assert all(rate > 0 for row in figures["rows"] for rate in row["images_per_second"].values())
+    assert figures["rows"][0]["versus_dense"] == {"fp32": 1.0, "bf16": 1.0}
