@@ -152,3 +152,14 @@ def test_the_gpu_throughput_script_runs_in_quick_mode_on_the_cpu(tmp_path):
     assert [(row["stage"], row["batch"]) for row in figures["rows"]] == [("dense", 8), ("prune", 8), ("finetune", 8)]
     assert all(rate > 0 for row in figures["rows"] for rate in row["images_per_second"].values())
     assert figures["rows"][0]["versus_dense"] == {"fp32": 1.0, "bf16": 1.0}
+
+
+def test_the_fair_load_script_times_tiny_runs_alone_and_beside_a_burner(tmp_path):
+    import json
+
+    output = tmp_path / "fair_load.json"
+    arguments = ["--quick", "--scenarios", "alone,burner", "--policies", "on", "--output", str(output)]
+    _benchmark("fair_load").main(arguments)
+    rows = json.loads(output.read_text())["scenarios"]["policy on"]
+    assert set(rows) == {"alone", "burner"} and rows["alone"]["versus_alone"] == 1.0
+    assert all(row["wall_seconds"] > 0 and row["cpu_seconds"] > 0 for row in rows.values())
