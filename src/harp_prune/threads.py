@@ -72,7 +72,7 @@ def apply_command_policy() -> None:
     """At the start of the ``harp`` command: restart with the passive wait policy if needed (does not return
     then), else cap torch's threads at the usable CPUs."""
     environment = restart_environment(os.environ)
-    if environment is not None:
+    if environment is not None and os.name == "posix":  # elsewhere exec starts a new process and returns at once
         sys.stdout.flush()
         sys.stderr.flush()
         # sys.orig_argv is the command line as given (interpreter options, -m module or script, arguments)
