@@ -15,7 +15,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "harp_prune"
 
 # lower numbers are lower layers; a module may import its own package and anything in a lower layer
 LAYERS = {
-    "errors": 0, "files": 0, "registry": 0, "records": 0, "progress": 0, "version": 0, "presets": 0,
+    "errors": 0, "files": 0, "registry": 0, "records": 0, "progress": 0, "version": 0, "presets": 0, "threads": 0,
     "distributed": 1,
     "data": 2, "models": 2, "attacks": 2,
     "pruning": 3,

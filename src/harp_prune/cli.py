@@ -22,6 +22,7 @@ from harp_prune.files import check_output_file, describe_os_error
 from harp_prune.presets import preset_names, resolve_config_file
 from harp_prune.report import write_report
 from harp_prune.results import environment, write_json
+from harp_prune.threads import apply_command_policy
 from harp_prune.version import __version__
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
@@ -127,6 +128,8 @@ def with_command(words: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python: threads that do not spin (docs/performance.md)
+        apply_command_policy()
     args = build_parser().parse_args(with_command(list(sys.argv[1:] if argv is None else argv)))
     command = args.command
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harp_prune.attacks.base import Attack
+from harp_prune.attacks.base import Attack, fixed_weights
 from harp_prune.errors import HarpError
 
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -194,7 +194,8 @@ class AutoAttack(Attack):
         was_training = model.training
         model.eval()
         try:
-            return self._run(model, images.detach(), labels)
+            with fixed_weights(model):  # pruning masks: W * M computed once for the whole chunk
+                return self._run(model, images.detach(), labels)
         finally:
             model.train(was_training)
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from harp_prune.attacks import PGD, Attack, input_gradient
+from harp_prune.attacks.base import fixed_weights
 from harp_prune.errors import HarpError
 from harp_prune.registry import option
 from harp_prune.training.objectives import Objective, register_objective
@@ -56,10 +57,11 @@ def gaussian_start_ascent(model: nn.Module, attack: PGD, images: torch.Tensor, t
     was_training = model.training
     model.eval()
     try:
-        adversarial = (images + 0.001 * torch.randn_like(images)).clamp(0.0, 1.0)
-        for _ in range(attack.steps):
-            grad, _ = input_gradient(model, adversarial, target, loss_fn)
-            adversarial = attack.project(adversarial + attack._ascend(grad), images)
+        with fixed_weights(model):  # the masked weights W * M once for all steps, without a graph to S and r
+            adversarial = (images + 0.001 * torch.randn_like(images)).clamp(0.0, 1.0)
+            for _ in range(attack.steps):
+                grad, _ = input_gradient(model, adversarial, target, loss_fn)
+                adversarial = attack.project(adversarial + attack._ascend(grad), images)
     finally:
         model.train(was_training)
     return adversarial.detach()
