@@ -74,3 +74,15 @@ def test_pruning_step_table_is_the_committed_benchmark(name):
     assert row[1:5] == [f"{seconds[key]:.3f} s" for key in ("dense", "harp", "harp-resort", "finetune")]
     assert [cell.strip("*") for cell in row[5:8]] == [
         f"{record[key]:.3f}" for key in ("ratio_harp_vs_dense", "ratio_resort_vs_dense", "ratio_finetune_vs_dense")]
+
+
+def test_autoattack_table_is_the_committed_evaluation():
+    record = json.loads((RESULTS / "default-run" / "autoattack-500.json").read_text())
+    components = record["attack_details"]["autoattack"]["components"]
+    row = _rows("| natural | PGD-20 | APGD-CE |")[0]
+    expected = [record["natural_acc"], record["robust_acc"]["pgd20"],
+                *(components[name] for name in ("apgd-ce", "apgd-t", "fab-t", "square"))]
+    assert [cell.strip("*") for cell in row] == [_pct(value, 1) for value in expected]
+    assert components["square"] == record["robust_acc"]["autoattack"] == record["worst_case_acc"]
+    sweep = " / ".join(_pct(value, 1) for value in record["sanity"]["robust_acc"])
+    assert f"16 × eps: {sweep}%)" in README
