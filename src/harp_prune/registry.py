@@ -231,13 +231,7 @@ class Registry(Generic[T]):
     def create(self, name: str, *args: Any, options: Any = None, **values: Any) -> T:
         """Call ``name``'s factory with ``args`` and its options (an options instance, or option values)."""
         component = self.get(name)
-        if options is None:
-            options = self.options(name, values)
-        elif values:
-            raise HarpError(f"give the options of {self.kind} '{name}' either as an options object or as values")
-        elif not isinstance(options, component.options):
-            raise HarpError(f"{self.kind} '{name}' takes {component.options.__name__}, got {type(options).__name__}")
-        return component.factory(*args, options)
+        return component.factory(*args, resolve_options(component.options, options, values, f"{self.kind} '{name}'"))
 
     def option_owners(self) -> dict[str, list[Component[T]]]:
         """Every option name of the registered components, with the components that take it."""
