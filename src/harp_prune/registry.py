@@ -183,6 +183,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._components: dict[str, Component[T]] = {}
+        self.version = 0  # counts changes, so that what is derived from the registry can be cached
 
     def register(self, name: str, factory: Callable[..., T], *, options: type = NoOptions, summary: str = "",
                  defaults: Mapping[str, Any] | None = None) -> Component[T]:
@@ -191,6 +192,7 @@ class Registry(Generic[T]):
             raise HarpError(f"the options of {self.kind} '{name}' must be a dataclass, got {options!r}")
         component = Component(name, factory, options, summary, dict(defaults or {}))
         self._components[name] = component
+        self.version += 1
         return component
 
     def register_class(self, cls: C) -> C:
@@ -203,6 +205,7 @@ class Registry(Generic[T]):
     def remove(self, name: str) -> None:
         """Unregister ``name`` (a no-op when it is not registered)."""
         self._components.pop(name, None)
+        self.version += 1
 
     def __contains__(self, name: object) -> bool:
         return name in self._components

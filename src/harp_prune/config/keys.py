@@ -83,6 +83,12 @@ def _static_keys() -> dict[str, Key]:
 
 def config_keys() -> dict[str, Key]:
     """Every settable key, the components' options included (components registered later are included too)."""
+    return _keys_for(tuple(bag.registry.version for bag in OPTION_BAGS))
+
+
+@functools.lru_cache(maxsize=4)
+def _keys_for(versions: tuple[int, ...]) -> dict[str, Key]:
+    """``config_keys`` for the registries' current ``versions`` (recomputed only when a component changes)."""
     keys = dict(_static_keys())
     for bag in OPTION_BAGS:
         for option_name, owners in bag.registry.option_owners().items():
