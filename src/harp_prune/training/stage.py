@@ -168,7 +168,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             result.best_epoch, result.best = epoch, dict(row)
             best_state = copy.deepcopy(model.state_dict())  # tensors and the masks' extra state
             if main:
-                save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": model.state_dict(),
+                save_atomic({**meta, "stage": settings.name, "epoch": epoch, "model": best_state,
                              "metrics": row}, best_path)
         if main:
             save_atomic({
