@@ -19,9 +19,10 @@ from harp_prune.pruning.fixed import (
     OneShotPruner,
     set_layer_counts,
 )
+from harp_prune.pruning.frontier import FrontierOptions, FrontierPruner
 from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner, global_magnitude_densities
 from harp_prune.pruning.harp import HarpOptions, HarpPruner
-from harp_prune.pruning.hydra import HydraPruner
+from harp_prune.pruning.hydra import HydraOptions, HydraPruner
 from harp_prune.pruning.importance import IMPORTANCES, magnitude_scores, register_importance, scaled_score_init
 from harp_prune.pruning.lamp import LampPruner, lamp_densities
 from harp_prune.pruning.learned import LearnedRateOptions, LearnedRatePruner
@@ -42,6 +43,7 @@ from harp_prune.pruning.rates import keep_ratio, kept_count, rate_for_keep_ratio
 from harp_prune.pruning.rates_only import RatesOnlyPruner
 from harp_prune.pruning.registry import PRUNERS, build_pruner, pruner_class, rebuild_pruner, register_pruner
 from harp_prune.pruning.schedule import GammaSchedule
+from harp_prune.pruning.sharpness import ScoreSharpnessOptions, perturb_scores
 from harp_prune.pruning.sparsity import SparsityReport, size_loss, soft_density, sparsity_report
 from harp_prune.pruning.strategies import STRATEGIES, layer_densities, parse_strategy, register_strategy
 from harp_prune.registry import import_submodules
@@ -57,11 +59,14 @@ __all__ = [
     "ChannelOptions",
     "ErkPruner",
     "FixedRatePruner",
+    "FrontierOptions",
+    "FrontierPruner",
     "GammaSchedule",
     "GlobalMagnitudePruner",
     "HarpChannelPruner",
     "HarpOptions",
     "HarpPruner",
+    "HydraOptions",
     "HydraPruner",
     "LampPruner",
     "LayerBudgetOptions",
@@ -74,6 +79,7 @@ __all__ = [
     "Pruner",
     "RandomPruner",
     "RatesOnlyPruner",
+    "ScoreSharpnessOptions",
     "SparsityReport",
     "WeightMask",
     "build_pruner",
@@ -89,6 +95,7 @@ __all__ = [
     "masked_layers",
     "no_prunable_error",
     "parse_strategy",
+    "perturb_scores",
     "project_to_budget",
     "pruner_class",
     "rate_for_keep_ratio",

@@ -2,15 +2,16 @@
 
 A pruner puts masks on a model's prunable parameters (``attach``: by default every Conv2d/Linear weight and
 attention's input projections; ``layer_types``, ``include_parameters`` and ``exclude`` choose others), says
-which parameters the pruning stage trains, may add a penalty to the loss, hears about the end of each epoch,
-and fixes the masks at the end (``finalize``). The training loop knows nothing else about it.
+which parameters the pruning stage trains, may add a penalty to the loss, may perturb its scores for a second
+loss (S2AP), hears about every optimiser step and the end of each epoch, and fixes the masks at the end
+(``finalize``). The training loop knows nothing else about it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -27,6 +28,7 @@ from harp_prune.pruning.masked import (
     wrap_model,
 )
 from harp_prune.pruning.rates import check_density, check_sparsity, rate_for_keep_ratio
+from harp_prune.pruning.sharpness import ScoreSharpnessOptions, perturb_scores
 from harp_prune.pruning.sparsity import SparsityReport, sparsity_report
 from harp_prune.registry import NoOptions, resolve_options
 
@@ -136,6 +138,19 @@ class Pruner(ABC):
     def penalty(self, epoch: int) -> torch.Tensor | None:
         """A term added to the adversarial loss in every pruning step (None for none)."""
         return None
+
+    def perturb_scores(self) -> Callable[[], None] | None:
+        """S2AP (``prune.s2ap_rho`` > 0, methods that learn scores): after a step's first backward pass, move
+        the scores up the robust loss and return the function that restores them; the training loop then
+        computes the loss again at the perturbed scores and steps with those gradients. None: S2AP is off."""
+        if not self.learns_scores or not isinstance(self.options, ScoreSharpnessOptions) or not self.options.s2ap_rho:
+            return None
+        return perturb_scores(self.layers, float(self.options.s2ap_rho))
+
+    def after_step(self) -> None:  # noqa: B027 - most methods leave the rates to the optimiser
+        """Called after every optimiser step of the pruning stage, with the step's gradients still in place
+        (a training loop of your own calls it after ``optimizer.step()``). Methods that set the rates
+        themselves (``frontier``) move them here."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Called after each pruning epoch; returns figures to log."""

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from harp_prune.pruning.fixed import FixedRatePruner, LayerBudgetOptions
 from harp_prune.pruning.registry import register_pruner
+from harp_prune.pruning.sharpness import ScoreSharpnessOptions
+
+
+@dataclass(frozen=True)
+class HydraOptions(LayerBudgetOptions, ScoreSharpnessOptions):
+    """HYDRA's options: its layer budget, and S2AP."""
+
+    def __post_init__(self) -> None:
+        LayerBudgetOptions.__post_init__(self)
+        ScoreSharpnessOptions.__post_init__(self)
 
 
 @register_pruner
@@ -16,7 +28,7 @@ class HydraPruner(FixedRatePruner):
     """
 
     name = "hydra"
-    Options = LayerBudgetOptions
+    Options = HydraOptions
     learns_scores = True
     importance = "scaled-magnitude"
 

@@ -11,6 +11,7 @@ import torch
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner
 from harp_prune.pruning.schedule import GammaSchedule
+from harp_prune.pruning.sharpness import ScoreSharpnessOptions
 from harp_prune.pruning.sparsity import size_loss, soft_density
 from harp_prune.pruning.strategies import layer_densities, parse_strategy
 from harp_prune.pruning.weight_mask import WeightMask
@@ -18,7 +19,7 @@ from harp_prune.registry import number, option
 
 
 @dataclass(frozen=True)
-class LearnedRateOptions:
+class LearnedRateOptions(ScoreSharpnessOptions):
     """Options of every method that learns its per-layer rates under the size loss."""
 
     gamma0: float = option(0.01, "first weight γ of the size loss and its per-epoch increment until the budget is "
@@ -31,6 +32,7 @@ class LearnedRateOptions:
                                       "every target from 10% kept)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if number("gamma0", self.gamma0) < 0:
             raise HarpError(f"gamma0 must be >= 0 (the size loss's weight grows by gamma0 per epoch), "
                             f"got {self.gamma0}")

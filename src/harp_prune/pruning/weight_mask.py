@@ -154,6 +154,15 @@ class WeightMask(nn.Module):
         assert self._mask is not None
         return self._mask
 
+    def frontier_gradient(self) -> torch.Tensor | None:
+        """The mean of dL/dM over the frontier units in the last backward pass, read from the scores'
+        gradient (dL/dS = dL/dM * sign(S) at the scores the mask was ranked on); None before any backward
+        or without a frontier (``rate_frontier`` 0). Negative: keeping more of this layer lowers the loss."""
+        if self.scores.grad is None or self._frontier is None or self._seen is None:
+            return None
+        mask_gradient = self.scores.grad * torch.sign(self._seen[0])
+        return (mask_gradient * self._frontier).sum() / self._frontier.sum()
+
     def _top(self, magnitude: torch.Tensor, keep: int) -> torch.Tensor:
         """1 at the ``keep`` largest entries of ``magnitude``, shaped like the scores."""
         mask = torch.zeros_like(magnitude)

@@ -53,6 +53,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
                 device: torch.device, *, penalty: Callable[[], torch.Tensor | None] | None = None,
+                after_step: Callable[[], None] | None = None,
+                perturb: Callable[[], Callable[[], None] | None] | None = None,
                 status: Callable[[], dict[str, str]] | None = None, desc: str = "train",
                 show_progress: bool = True, performance: Performance | None = None) -> dict[str, float]:
     """Train for one pass over ``loader``; returns mean loss, accuracy (on the objective's logits), penalty.
@@ -61,8 +63,12 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     ``FINITE_CHECK_EVERY`` steps of it, and always before returning).
 
     ``penalty`` is called once per step and added to the loss (HARP's γ L_hw), outside autocast so the
-    size loss stays fp32; ``status`` gives extra fields for the progress bar (γ, sparsity), refreshed every
-    few batches. ``performance`` switches on bf16 autocast (attack and forward) and channels_last.
+    size loss stays fp32. ``perturb`` is called after the first backward pass of each step: when it returns
+    a restore function (S2AP moved the scores), the loss is computed and back-propagated again at the
+    perturbed scores, the scores are restored, and the optimiser steps with those gradients. ``after_step``
+    is called after every optimiser step (the frontier pruner's rate update). ``status`` gives extra fields
+    for the progress bar (γ, sparsity), refreshed every few batches. ``performance`` switches on bf16
+    autocast (attack and forward) and channels_last.
     In a distributed run the returned figures are sums over all ranks (the global epoch).
     """
     perf = performance or Performance()
@@ -82,8 +88,18 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             total = loss + extra if extra is not None else loss
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            restore = perturb() if perturb is not None else None
+            if restore is not None:
+                with perf.autocast(device):
+                    perturbed_loss, _ = objective.loss(model, images, labels)
+                perturbed_extra = penalty() if penalty is not None else None
+                optimizer.zero_grad(set_to_none=True)
+                (perturbed_loss + perturbed_extra if perturbed_extra is not None else perturbed_loss).backward()
+                restore()
             objective.after_backward()
             optimizer.step()
+            if after_step is not None:
+                after_step()
         n = len(labels)
         with torch.no_grad():
             sums[0] += loss.detach().to(sums.dtype) * n

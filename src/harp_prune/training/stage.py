@@ -139,6 +139,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             train = train_epoch(
                 train_model, train_loader, optimizer, objective, device,
                 penalty=(lambda epoch=epoch: pruner.penalty(epoch)) if pruner is not None else None,
+                after_step=pruner.after_step if pruner is not None else None,
+                perturb=pruner.perturb_scores if pruner is not None else None,
                 status=status, desc=f"{settings.name} {epoch + 1}/{settings.epochs}",
                 show_progress=settings.show_progress, performance=perf,
             )

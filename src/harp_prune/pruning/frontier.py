@@ -1,0 +1,132 @@
+"""Frontier allocation (a harp-prune extension, not in the paper): per-layer rates moved by the marginal value
+of each layer's next weights, under a budget that holds at every step (docs/frontier.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harp_prune.errors import HarpError
+from harp_prune.pruning.base import Pruner
+from harp_prune.pruning.budget import project_to_budget
+from harp_prune.pruning.fixed import counts_for_densities, set_layer_counts
+from harp_prune.pruning.importance import scaled_score_init
+from harp_prune.pruning.registry import register_pruner
+from harp_prune.pruning.sharpness import ScoreSharpnessOptions
+from harp_prune.pruning.strategies import layer_densities, parse_strategy
+from harp_prune.pruning.weight_mask import WeightMask
+from harp_prune.registry import number, option
+
+# Rates stay within this range of logits: far enough for any keep-ratio, near enough that a layer pushed
+# against its floor or ceiling can come back within a few steps.
+RATE_LIMIT = 12.0
+
+
+@dataclass(frozen=True)
+class FrontierOptions(ScoreSharpnessOptions):
+    """Options of the frontier allocation."""
+
+    init_strategy: str = option("lamp", "the layer budget the keep-ratios start from, at the target density "
+                                        "(uniform, lamp, erk, global-magnitude, or one keep-ratio per layer)")
+    rate_step: float = option(0.02, "how far (in logits) one step moves a layer whose marginal value is one "
+                                    "root-mean-square away from the others'")
+    frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
+                                  "weights, whose mean mask gradient is the layer's marginal value")
+    value_decay: float = option(0.9, "decay of the running mean of the marginal values (1 − the weight of a step)")
+    alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_strategy(self.init_strategy, "init_strategy")
+        if number("rate_step", self.rate_step) < 0:
+            raise HarpError(f"rate_step must be >= 0 (0 keeps the initial layer budget), got {self.rate_step}")
+        if not 0.0 < number("frontier", self.frontier) <= 1.0:
+            raise HarpError(f"frontier must lie in (0, 1] (a fraction of each layer's kept weights), "
+                            f"got {self.frontier}")
+        if not 0.0 <= number("value_decay", self.value_decay) < 1.0:
+            raise HarpError(f"value_decay must lie in [0, 1), got {self.value_decay}")
+        if not 0.0 <= number("alpha", self.alpha) < 1.0:
+            raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {self.alpha}")
+
+
+@register_pruner
+class FrontierPruner(Pruner):
+    """Learned scores and a learned allocation that holds the budget at every step (a harp-prune extension).
+
+    Scores start at the scaled weight magnitude and are trained by the STE, as in HARP and HYDRA. The
+    keep-ratios start at a layer budget (LAMP by default) *at the target density*. After every optimiser
+    step each layer's marginal value is read off the step's gradients: the mean mask gradient dL/dM over its
+    frontier (the last kept and the next pruned weights), i.e. the first-order change of the loss per weight
+    added to that layer. Each rate logit moves against the running mean of that value, normalised by its
+    root mean square over the layers, and one common logit shift (the budget projection) then brings the
+    kept count back to the budget exactly. Weights flow from layers whose next weights are worth least to
+    those whose next weights are worth most; there is no size loss and no γ. The reasoning and the
+    measurements: docs/frontier.md.
+
+    Example::
+
+        pruner = FrontierPruner(0.999)
+        pruner.attach(model)
+        optimizer = torch.optim.SGD(pruner.trainable_parameters(model), lr=0.1, momentum=0.9)
+        # in the loop: loss.backward(); optimizer.step(); pruner.after_step()
+    """
+
+    name = "frontier"
+    Options = FrontierOptions
+    learns_scores = True
+    # The rates are not the optimiser's: the pruner moves them in after_step, so the budget always holds.
+    learns_rates = False
+
+    def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(sparsity, options, **kwargs)
+        self.min_keep = float(self.options.alpha) * self.target_density
+        self.running_value: torch.Tensor | None = None  # per layer: running mean of the marginal value
+        self.running_square = 0.0  # running mean of its square, over layers
+
+    def initialize(self, layers: list[WeightMask]) -> None:
+        scaled_score_init(layers)
+        # the exact per-layer counts a fixed-rate method would keep: with rate_step 0 this is HYDRA on that budget
+        set_layer_counts(layers, counts_for_densities(
+            layers, layer_densities(self.options.init_strategy, layers, self.target_density)))
+        self._set_frontier(layers)
+
+    def adopt(self, model: torch.nn.Module) -> None:
+        super().adopt(model)
+        self._set_frontier(self.layers)
+
+    def _set_frontier(self, layers: list[WeightMask]) -> None:
+        for layer in layers:
+            layer.rate_frontier = float(self.options.frontier)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        values = [layer.frontier_gradient() for layer in self.layers]
+        if any(value is None for value in values) or self.options.rate_step == 0:
+            return
+        value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
+        momentum = float(self.options.value_decay)
+        if self.running_value is None:
+            self.running_value = value.clone()
+            self.running_square = float(value.square().mean())
+        else:
+            self.running_value.mul_(momentum).add_((1.0 - momentum) * value)
+            self.running_square = momentum * self.running_square + (1.0 - momentum) * float(value.square().mean())
+        scale = max(self.running_square, 1e-30) ** 0.5
+        steps = -float(self.options.rate_step) * self.running_value / scale
+        for layer, step in zip(self.layers, steps.tolist(), strict=True):
+            layer.rate.add_(step).clamp_(-RATE_LIMIT, RATE_LIMIT)
+        project_to_budget(self.layers, self.target_density)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return {"budget_reached": 1.0}
+
+    def state_dict(self) -> dict:
+        return {"running_value": None if self.running_value is None else self.running_value.tolist(),
+                "running_square": self.running_square}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("running_value")
+        self.running_value = None if saved is None else torch.tensor(saved)
+        self.running_square = float(state.get("running_square", 0.0))

@@ -1,0 +1,124 @@
+"""The frontier allocation (a harp-prune extension): the budget holds after every step, rates move towards the
+layers whose next weights are worth most, and with no rate step it is HYDRA on the initial layer budget."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from kept_counts import kept_and_total
+from torch.nn.utils import parametrize
+
+from harp_prune.attacks import PGD
+from harp_prune.data import make_loader
+from harp_prune.errors import HarpError
+from harp_prune.pruning import build_pruner, rebuild_pruner
+from harp_prune.training import PGDAT
+from harp_prune.training.loop import train_epoch
+
+
+def _prune_epoch(model, pruner, splits, steps_seen=None):
+    params = pruner.trainable_parameters(model)
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    loader = make_loader(splits.train, 64, shuffle=True, seed=0)
+    objective = PGDAT(PGD(eps=0.1, steps=2, step_size=0.05))
+    after_step = pruner.after_step
+    if steps_seen is not None:
+        def after_step():
+            pruner.after_step()
+            steps_seen.append([layer.kept() for layer in pruner.layers])
+    train_epoch(model, loader, optimizer, objective, torch.device("cpu"), penalty=lambda: pruner.penalty(0),
+                after_step=after_step, perturb=pruner.perturb_scores, show_progress=False)
+
+
+@pytest.mark.parametrize("sparsity", [0.99, 0.999])
+def test_budget_holds_after_every_step(trained_model, tiny_splits, sparsity):
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", sparsity, rate_step=0.2)
+    pruner.attach(model)
+    total = sum(layer.numel for layer in pruner.layers)
+    target = round((1 - sparsity) * total)
+    start = [layer.kept() for layer in pruner.layers]
+    counts: list[list[int]] = []
+    _prune_epoch(model, pruner, tiny_splits, counts)
+    assert len(counts) == len(tiny_splits.train) // 64 + (len(tiny_splits.train) % 64 > 0)
+    for step in counts:  # within the projection's tolerance of the budget after every step
+        assert abs(sum(step) - target) <= max(1, int(0.005 * target)), (step, target)
+    assert counts[-1] != start, "the allocation never moved"
+    kept, dense = kept_and_total(model)  # independent count of the non-zero entries of W * M
+    assert dense == total and kept == sum(counts[-1])
+
+
+def test_no_rate_step_is_hydra_on_the_same_budget(trained_model, tiny_splits):
+    models, pruners = [], []
+    for method, options in (("frontier", {"rate_step": 0.0}), ("hydra", {"layer_budget": "lamp"})):
+        model = copy.deepcopy(trained_model)
+        pruner = build_pruner(method, 0.99, **options)
+        pruner.attach(model)
+        torch.manual_seed(0)
+        _prune_epoch(model, pruner, tiny_splits)
+        models.append(model)
+        pruners.append(pruner)
+    frontier, hydra = pruners
+    assert [layer.kept() for layer in frontier.layers] == [layer.kept() for layer in hydra.layers]
+    for a, b in zip(frontier.layers, hydra.layers, strict=True):
+        assert torch.equal(a.mask(), b.mask())
+        assert torch.equal(a.scores, b.scores)
+
+
+def test_marginal_value_is_the_mean_mask_gradient_over_the_frontier(trained_model, tiny_splits):
+    model = copy.deepcopy(trained_model).eval()
+    pruner = build_pruner("frontier", 0.99, frontier=0.5)
+    pruner.attach(model)
+    images, labels = next(iter(make_loader(tiny_splits.train, 64, shuffle=False, seed=0)))
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    # independently: a plain copy whose weights are W * M; dL/dM = dL/d(W * M) * W
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    torch.nn.functional.cross_entropy(plain(images), labels).backward()
+    modules = dict(plain.named_modules())
+    for name, layer in zip(pruner.layer_names, pruner.layers, strict=True):
+        mask_gradient = (modules[name].weight.grad * layer.weight.detach()).flatten()
+        order = torch.argsort(layer.scores.detach().abs().flatten(), descending=True)
+        keep = layer.kept_units()
+        width = max(1, math.ceil(0.5 * keep))
+        frontier = order[max(0, keep - width):keep + width]
+        torch.testing.assert_close(layer.frontier_gradient(), mask_gradient[frontier].mean(), rtol=1e-4, atol=1e-8)
+
+
+def test_rates_move_towards_the_layer_with_the_higher_marginal_value(trained_model):
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", 0.99, rate_step=0.5, value_decay=0.0)
+    pruner.attach(model)
+    before = [layer.kept() for layer in pruner.layers]
+    for i, layer in enumerate(pruner.layers):  # layer 0's next weights lower the loss, the others' raise it
+        layer.mask()
+        layer.scores.grad = torch.full_like(layer.scores, -1.0 if i == 0 else 1.0) * torch.sign(layer.scores.detach())
+    pruner.after_step()
+    after = [layer.kept() for layer in pruner.layers]
+    assert after[0] > before[0]
+    assert sum(after[1:]) < sum(before[1:])
+
+
+def test_state_round_trip_and_rebuild(trained_model):
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", 0.99, rate_step=0.05, frontier=0.3)
+    pruner.attach(model)
+    pruner.running_value = torch.tensor([1.0, -2.0, 0.5, 0.25])[: len(pruner.layers)]
+    pruner.running_square = 3.0
+    twin = rebuild_pruner(pruner.describe())
+    assert twin.options == pruner.options
+    twin.load_state_dict(pruner.state_dict())
+    assert torch.equal(twin.running_value, pruner.running_value) and twin.running_square == 3.0
+
+
+@pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),
+                                           ({"value_decay": 1.0}, "value_decay"), ({"alpha": 1.0}, "alpha"),
+                                           ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0")])
+def test_bad_options_name_themselves(options, word):
+    with pytest.raises(HarpError, match=word):
+        build_pruner("frontier", 0.99, **options)
