@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -64,23 +65,37 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
     return results
 
 
+def standard_error(accuracy: float, examples: int) -> float:
+    """The binomial standard error of an accuracy measured on ``examples`` test images. Every seed is
+    evaluated on the same images, so this part of the error does not shrink with more seeds."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / examples)
+
+
 def report(root: Path, cells: list[Path], examples: int | None) -> str:
-    """Markdown: natural / PGD-20 / AutoAttack per method and sparsity on the same images, mean ± std over seeds."""
+    """Markdown: natural / PGD-20 / AutoAttack per method and sparsity on the same images: the mean over seeds
+    ± its test-set standard error, the spread (population std) over the seeds, and AutoAttack's flags."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for cell in cells:
         if (cell / result_name(examples)).exists():
             key = (cell.parent.parent.name, cell.parent.name.removeprefix("sparsity-"))
             groups.setdefault(key, []).append(json.loads((cell / result_name(examples)).read_text()))
-    lines = [f"AutoAttack on cells of {root}: natural / PGD-20 / AutoAttack accuracy (%) on the same test images, "
-             "mean ± std over seeds", "",
-             "| method | sparsity | seeds | images | natural | PGD-20 | AutoAttack |", "|---|---|---|---|---|---|---|"]
+    lines = [f"AutoAttack on cells of {root}: natural / PGD-20 / AutoAttack accuracy (%) on the same test images; "
+             "mean over seeds ± its binomial standard error on that many images, [spread over seeds]", "",
+             "| method | sparsity | seeds | images | natural | PGD-20 | AutoAttack | AutoAttack's flags |",
+             "|---|---|---|---|---|---|---|---|"]
     for (method, sparsity), members in sorted(groups.items(), key=lambda item: (float(item[0][1]), item[0][0])):
-        def stat(key: str, members: list[dict] = members) -> str:
-            values = [member[key] for member in members]
-            return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
+        images = members[0]["examples"]
 
-        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {members[0]['examples']} | "
-                     f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} |")
+        def stat(key: str, members: list[dict] = members, images: int = images) -> str:
+            values = [member[key] for member in members]
+            mean = statistics.fmean(values)
+            return (f"{100 * mean:.2f} ± {100 * standard_error(mean, images):.2f} "
+                    f"[{100 * statistics.pstdev(values):.2f}]")
+
+        flags = sorted({f"seed {m['cell'].rsplit('seed-', 1)[-1]}: {flag}" for m in members for flag in m["flags"]})
+        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {images} | "
+                     f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} | "
+                     f"{'; '.join(flags) or 'none'} |")
     return "\n".join(lines)
 
 

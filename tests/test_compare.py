@@ -130,3 +130,17 @@ def test_cli_compare_reports_bad_methods(tmp_path, capsys):
 
     assert main(["compare", "--out-dir", str(tmp_path / "x"), "--compare-methods", "harp,bogus"]) == 2
     assert "unknown pruning method 'bogus'" in capsys.readouterr().err
+
+
+def test_a_presets_option_for_methods_not_compared_is_dropped_but_a_flags_is_refused(tmp_path, capsys):
+    preset = read_yaml(resolve_config_file("compare-full"))  # sets prune.gamma0 (HARP's)
+    config = build_config(preset, {"out_dir": str(tmp_path / "cmp"), "compare.methods": "lamp,frontier"},
+                          file_name="compare-full")
+    cells = grid(config)
+    assert {cell.method for cell in cells} == {"lamp", "frontier"}
+    assert "gamma0" not in config.prune.method_options
+    assert "prune.gamma0 (set in compare-full) is taken by none of frontier, lamp" in capsys.readouterr().out
+    config = build_config(preset, {"out_dir": str(tmp_path / "cmp"), "compare.methods": "lamp",
+                                   "prune.gamma0": "0.2"}, file_name="compare-full")
+    with pytest.raises(HarpError, match=r"does not take prune.gamma0 \(set in command line\)"):
+        grid(config)

@@ -83,6 +83,11 @@ def test_methods_without_learned_scores_refuse_it(method):
         build_pruner(method, 0.99, s2ap_rho=0.1)
 
 
+def test_rates_only_refuses_it_because_its_scores_are_frozen():
+    with pytest.raises(HarpError, match="does not train its scores"):
+        build_pruner("rates-only", 0.99, s2ap_rho=0.1)
+
+
 def test_negative_rho_is_refused():
     with pytest.raises(HarpError, match="s2ap_rho must be >= 0"):
         build_pruner("hydra", 0.99, s2ap_rho=-0.1)

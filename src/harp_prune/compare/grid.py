@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harp_prune.config import OPTION_BAGS, RunConfig, apply_dataset_defaults, check_taken, user_set
+from harp_prune.config import OPTION_BAGS, RunConfig, apply_dataset_defaults, check_taken, unset, user_set
 from harp_prune.errors import HarpError
+from harp_prune.progress import log
 from harp_prune.pruning import PRUNERS, STRATEGIES
 from harp_prune.records import changed_settings
 
@@ -103,8 +104,27 @@ def grid(config: RunConfig) -> list[Cell]:
         if plain_harp and g == harp_gamma0(config):
             continue  # the plain harp cells already use this γ0
         cells += [Cell("harp", s, seed, (("gamma0", g),)) for s in sparsities for seed in seeds]
-    check_taken(config, METHOD_BAG, sorted({cell.method for cell in cells}))
+    compared = sorted({cell.method for cell in cells})
+    drop_file_options_not_taken(config, compared)
+    check_taken(config, METHOD_BAG, compared)
     return cells
+
+
+def drop_file_options_not_taken(config: RunConfig, methods: list[str]) -> list[str]:
+    """Remove the prune options a config *file* sets that none of ``methods`` takes, and say so.
+
+    A comparison preset carries the options of all its methods (γ0 for HARP, rate_step for frontier);
+    ``--compare-methods lamp`` on it must not fail on HARP's γ0, which cannot change a LAMP cell. An option
+    set on the command line or in Python is the user's explicit request and stays an error (check_taken).
+    """
+    taken = {name for method in methods for name in PRUNERS.get(method).takes()}
+    dropped = [name for name in config.prune.method_options if name not in taken
+               and config.provenance.get(f"prune.{name}", "Python") not in ("command line", "Python")]
+    for name in dropped:
+        log(f"[compare] prune.{name} (set in {config.provenance[f'prune.{name}']}) is taken by none of "
+            f"{', '.join(methods)}; it does not apply to this comparison")
+        unset(config, f"prune.{name}")
+    return dropped
 
 
 def cell_config(config: RunConfig, cell: Cell, source: Path, root: Path) -> RunConfig:

@@ -57,6 +57,9 @@ class Pruner(ABC):
         self.sparsity = float(sparsity)
         self.target_density = check_density(1.0 - sparsity)
         self.options = resolve_options(self.Options, options, option_values, f"pruning method '{self.name}'")
+        if isinstance(self.options, ScoreSharpnessOptions) and self.options.s2ap_rho and not self.learns_scores:
+            raise HarpError(f"pruning method '{self.name}' does not train its scores, so S2AP (prune.s2ap_rho) "
+                            "would do nothing; remove the setting or choose a method that learns scores")
         self.min_keep = 0.0  # a_min, the floor of every layer's keep-ratio (HARP: alpha * target density)
         self.seed = int(seed)
         self.input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
