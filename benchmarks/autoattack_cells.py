@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from harp_prune import pipeline
 from harp_prune.config import build_config, read_yaml
 from harp_prune.results import environment, write_json
+from harp_prune.training import load_model
 
 
 def result_name(examples: int | None) -> str:
@@ -49,7 +50,7 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
             results.append(json.loads(out.read_text()))
             continue
         started = time.perf_counter()
-        model, _, _ = pipeline.load_model(cell / "finetune" / "final.pt", device=ctx.device)
+        model, _, _ = load_model(cell / "finetune" / "final.pt", device=ctx.device)
         evaluation = pipeline.evaluate(config, model=model, ctx=ctx)
         robust = evaluation["robust_acc"]
         result = {"cell": str(cell.relative_to(root)), "natural_acc": evaluation["natural_acc"],
