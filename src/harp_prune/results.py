@@ -16,11 +16,13 @@ from harp_prune.files import write_atomic
 from harp_prune.version import __version__
 
 
-def environment() -> dict[str, str]:
-    """Versions of what produced a result: harp-prune, torch, numpy, pyautoattack, Python and the platform."""
+def environment() -> dict[str, Any]:
+    """What produced a result: harp-prune, torch, numpy, pyautoattack, Python, the platform, and torch's CPU
+    threads (float sums split over a different number of threads round differently, so a CPU run repeats
+    bit for bit only with the same count)."""
     return {"harp_prune": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "pyautoattack": pyautoattack_version() or "not installed", "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
 
 
 def write_json(data: Any, path: Path) -> None:

@@ -30,11 +30,11 @@ class FrontierOptions(ScoreSharpnessOptions):
 
     init_strategy: str = option("lamp", "the layer budget the keep-ratios start from, at the target density "
                                         "(uniform, lamp, erk, global-magnitude, or one keep-ratio per layer)")
-    rate_step: float = option(0.02, "how far (in logits) one step moves a layer whose marginal value is one "
+    rate_step: float = option(0.01, "how far (in logits) one step moves a layer whose marginal value is one "
                                     "root-mean-square away from the others'")
     frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
                                   "weights, whose mean mask gradient is the layer's marginal value")
-    value_decay: float = option(0.9, "decay of the running mean of the marginal values (1 − the weight of a step)")
+    value_decay: float = option(0.99, "decay of the running mean of the marginal values (1 − the weight of a step)")
     alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
 
     def __post_init__(self) -> None:
