@@ -28,6 +28,8 @@ def train(model, loader, parameters, epochs, attack, pruner=None, lr=0.05):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if pruner is not None:
+                pruner.after_step()  # a no-op for HARP; the frontier method moves its rates here
         if pruner is not None:
             print(f"pruning epoch {epoch}: {pruner.end_epoch(epoch)}")  # γ ramps until the budget is met
 
