@@ -55,6 +55,22 @@ def test_step_uses_the_gradient_at_the_perturbed_scores(trained_model, tiny_spli
     assert moved > 0, "the perturbation changed no layer's gradient: the test would not see S2AP"
 
 
+def test_the_perturbed_pass_leaves_batchnorm_statistics_alone(trained_model, tiny_splits):
+    images, labels = _one_batch(tiny_splits)
+    stats = []
+    for rho in (0.0, 0.2):  # one step without and one with S2AP: the same running statistics afterwards
+        model = copy.deepcopy(trained_model)
+        pruner = build_pruner("hydra", 0.99, s2ap_rho=rho)
+        pruner.attach(model)
+        train_epoch(model, [(images, labels)], torch.optim.SGD(pruner.trainable_parameters(model), lr=0.5),
+                    Natural(), torch.device("cpu"), perturb=pruner.perturb_scores, show_progress=False)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms, "the test model has no BatchNorm: this test would not see anything"
+        stats.append([(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in norms])
+    for (mean, var, tracked), (mean2, var2, tracked2) in zip(*stats, strict=True):
+        assert torch.equal(mean, mean2) and torch.equal(var, var2) and tracked == tracked2
+
+
 def test_scores_are_restored_exactly(trained_model, tiny_splits):
     model = copy.deepcopy(trained_model)
     pruner = build_pruner("hydra", 0.99, s2ap_rho=0.5)

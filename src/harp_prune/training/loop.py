@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -51,6 +52,24 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+@contextmanager
+def running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with the batch's statistics but leave their running statistics alone: the
+    second (perturbed) pass of an S2AP step must not move the statistics the model is evaluated with."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
                 device: torch.device, *, penalty: Callable[[], torch.Tensor | None] | None = None,
                 after_step: Callable[[], None] | None = None,
@@ -90,7 +109,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             total.backward()
             restore = perturb() if perturb is not None else None
             if restore is not None:
-                with perf.autocast(device):
+                with perf.autocast(device), running_stats_frozen(model):
                     perturbed_loss, _ = objective.loss(model, images, labels)
                 perturbed_extra = penalty() if penalty is not None else None
                 optimizer.zero_grad(set_to_none=True)
