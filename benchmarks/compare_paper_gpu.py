@@ -37,9 +37,9 @@ Time plan (an estimate: this has not run on a GPU yet). Unit: one image through 
 9 forward passes (3 attack steps of a forward and an input gradient, then a forward and backward). At 28 x 28
 inputs resnet18 costs 0.456 GMAC per forward and vgg16_bn 0.206, so the unit is 8.2 and 3.7 GFLOP, 11.9 for the
 pair. Per model, with 8,000 training images (as compare-resnet; its gamma0 = 0.5 is tuned to ~63 steps an
-epoch) and 1,800 validation images (val fraction 0.03 instead of 0.1: validation runs PGD-3 every epoch):
+epoch) and 1,200 validation images (val fraction 0.02, as the CPU grid: validation runs PGD-3 every epoch):
 
-- an epoch: 8,000 + 1,800 x 8/9 = 9.6k units; an evaluation: PGD-20 on 2,000 test images (9.1k) plus the eps
+- an epoch: 8,000 + 1,200 x 8/9 = 9.1k units; an evaluation: PGD-20 on 2,000 test images (9.1k) plus the eps
   sweep sanity check on 200 images (4 x PGD-20, 3.6k; the CPU grid used 500) = 12.7k;
 - pre-training: 8 epochs + evaluation = 90k; a learned cell (2 pruning epochs at ~1.1x, 1 fine-tuning epoch,
   evaluation) 43k, a one-shot cell (lamp, global-magnitude: fine-tuning and evaluation) 22k;
@@ -118,7 +118,7 @@ PAPER_GPU = Profile(
     models=("resnet18", "vgg16_bn"),
     settings={
         "device": "cuda", "progress": False, "data.dataset": "fashion-mnist", "data.train_examples": 8000,
-        "data.val_fraction": 0.03, "data.test_examples": 2000, "pretrain.epochs": 8, "prune.epochs": 2,
+        "data.val_fraction": 0.02, "data.test_examples": 2000, "pretrain.epochs": 8, "prune.epochs": 2,
         "finetune.epochs": 1, "evaluate.pgd_steps": 20, "evaluate.sanity_examples": 200,
         "compare.methods": PAPER_METHODS, "compare.sparsities": "0.999,0.99", "compare.seeds": "0,1",
         "compare.jobs": 14,  # half of a model's 28 cells: the 99.9 % column first, then the 99 % one
