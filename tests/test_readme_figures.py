@@ -86,3 +86,27 @@ def test_autoattack_table_is_the_committed_evaluation():
     assert components["square"] == record["robust_acc"]["autoattack"] == record["worst_case_acc"]
     sweep = " / ".join(_pct(value, 1) for value in record["sanity"]["robust_acc"])
     assert f"16 × eps: {sweep}%)" in README
+
+
+@pytest.mark.parametrize("header, folder", [
+    ("| method (small_cnn, re-trained dense model) | 99.9 % | 99 % |", "compare-full/frontier-round"),
+    ("| method (resnet18_w16) | 99.9 % | 99 % |", "compare-resnet"),
+])
+def test_frontier_comparison_tables_are_the_committed_grids(header, folder):
+    compare = json.loads((RESULTS / folder / "compare.json").read_text())
+    by_label: dict[str, dict[float, dict]] = {}
+    for row in compare["summary"]:
+        by_label.setdefault(row["label"], {})[row["sparsity"]] = row
+    checked = 0
+    for cells in _rows(header):
+        label = cells[0].replace("**", "")
+        assert label in by_label, f"README row {label!r} has no cells in {folder}/compare.json"
+        for cell, sparsity in zip(cells[1:], (0.999, 0.99), strict=True):
+            row = by_label[label].get(sparsity)
+            if row is None:
+                assert cell == "not run"
+                continue
+            expected = f"{_pct(row['natural_acc'], 1)} / {_pct(row['robust_acc'], 1)}"
+            assert cell.replace("**", "").split(" (")[0] == expected, (label, sparsity)
+            checked += 1
+    assert checked >= 2 * 2
