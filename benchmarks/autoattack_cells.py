@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -72,6 +73,15 @@ def standard_error(accuracy: float, examples: int) -> float:
     return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / examples)
 
 
+def short_flag(flag: str) -> str:
+    """AutoAttack's check, in a few words: 'Square -2.00 points' or '3 zero-gradient points'."""
+    if square := re.search(r"Square Attack has decreased the robust accuracy of ([\d.]+)%", flag):
+        return f"Square -{square.group(1)} points"
+    if zero := re.search(r"there are (\d+) points with zero gradient", flag):
+        return f"{zero.group(1)} zero-gradient points"
+    return flag.removeprefix("autoattack: ")
+
+
 def report(root: Path, cells: list[Path], examples: int | None) -> str:
     """Markdown: natural / PGD-20 / AutoAttack per method and sparsity on the same images: the mean over seeds
     ± its test-set standard error, the spread (population std) over the seeds, and AutoAttack's flags."""
@@ -93,7 +103,8 @@ def report(root: Path, cells: list[Path], examples: int | None) -> str:
             return (f"{100 * mean:.2f} ± {100 * standard_error(mean, images):.2f} "
                     f"[{100 * statistics.pstdev(values):.2f}]")
 
-        flags = sorted({f"seed {m['cell'].rsplit('seed-', 1)[-1]}: {flag}" for m in members for flag in m["flags"]})
+        flags = [f"seed {m['cell'].rsplit('seed-', 1)[-1]}: {', '.join(short_flag(f) for f in m['flags'])}"
+                 for m in members if m["flags"]]
         lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {images} | "
                      f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} | "
                      f"{'; '.join(flags) or 'none'} |")
