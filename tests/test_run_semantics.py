@@ -158,7 +158,8 @@ def test_options_the_method_does_not_take_are_refused_before_training(tmp_path, 
 
 
 def test_build_pruner_refuses_unknown_keyword_arguments():
-    with pytest.raises(HarpError, match="pruning method 'hydra' does not take option 'gamma0'; it takes: layer_budget"):
+    with pytest.raises(HarpError,
+                       match="pruning method 'hydra' does not take option 'gamma0'; it takes: layer_budget, s2ap_rho"):
         build_pruner("hydra", 0.9, gamma0=1.0)
     with pytest.raises(HarpError, match="pruning method 'harp' does not take option 'gama0'"):
         build_pruner("harp", 0.9, gama0=5.0)

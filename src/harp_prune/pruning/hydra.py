@@ -10,7 +10,7 @@ from harp_prune.pruning.sharpness import ScoreSharpnessOptions
 
 
 @dataclass(frozen=True)
-class HydraOptions(LayerBudgetOptions, ScoreSharpnessOptions):
+class HydraOptions(ScoreSharpnessOptions, LayerBudgetOptions):
     """HYDRA's options: its layer budget, and S2AP."""
 
     def __post_init__(self) -> None:
