@@ -106,13 +106,13 @@ class FrontierPruner(Pruner):
         if any(value is None for value in values) or self.options.rate_step == 0:
             return
         value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
-        momentum = float(self.options.value_decay)
+        decay = float(self.options.value_decay)
         if self.running_value is None:
             self.running_value = value.clone()
             self.running_square = float(value.square().mean())
         else:
-            self.running_value.mul_(momentum).add_((1.0 - momentum) * value)
-            self.running_square = momentum * self.running_square + (1.0 - momentum) * float(value.square().mean())
+            self.running_value.mul_(decay).add_((1.0 - decay) * value)
+            self.running_square = decay * self.running_square + (1.0 - decay) * float(value.square().mean())
         scale = max(self.running_square, 1e-30) ** 0.5
         steps = -float(self.options.rate_step) * self.running_value / scale
         for layer, step in zip(self.layers, steps.tolist(), strict=True):
