@@ -104,21 +104,73 @@ def test_rates_move_towards_the_layer_with_the_higher_marginal_value(trained_mod
     assert sum(after[1:]) < sum(before[1:])
 
 
-def test_state_round_trip_and_rebuild(trained_model):
+def _feed_values(pruner, values):
+    """Make each layer's frontier gradient (its marginal value) exactly values[i], as a backward pass would."""
+    for layer, value in zip(pruner.layers, values, strict=True):
+        layer.mask()
+        layer.scores.grad = torch.full_like(layer.scores, value) * torch.sign(layer.scores.detach())
+
+
+@pytest.mark.parametrize("value_scale", ["shared", "layer"])
+def test_rate_steps_are_the_running_value_over_its_root_mean_square(trained_model, value_scale):
+    """Steps computed by hand: the running means m_l and s_l of v_l and v_l^2, then -rate_step * m_l / sqrt(s),
+    with s the mean of s_l over the layers ('shared') or s_l itself ('layer'); the budget projection adds one
+    common shift, so the differences between the layers' logit changes are the differences of the steps."""
     model = copy.deepcopy(trained_model)
-    pruner = build_pruner("frontier", 0.99, rate_step=0.05, frontier=0.3)
+    rate_step, decay = 0.1, 0.5
+    pruner = build_pruner("frontier", 0.99, rate_step=rate_step, value_decay=decay, value_scale=value_scale)
     pruner.attach(model)
-    pruner.running_value = torch.tensor([1.0, -2.0, 0.5, 0.25])[: len(pruner.layers)]
-    pruner.running_square = 3.0
+    count = len(pruner.layers)
+    # layer 0 is noise of a large spread, the others a small value of one sign
+    sequence = [[(-1.0) ** step] + [-0.01 * (i + 1) for i in range(1, count)] for step in range(4)]
+    mean = torch.zeros(count, dtype=torch.float64)
+    square = torch.zeros(count, dtype=torch.float64)
+    for step, values in enumerate(sequence):
+        value = torch.tensor(values, dtype=torch.float64)
+        mean = value.clone() if step == 0 else decay * mean + (1 - decay) * value
+        square = value.square() if step == 0 else decay * square + (1 - decay) * value.square()
+        before = torch.tensor([float(layer.rate) for layer in pruner.layers], dtype=torch.float64)
+        _feed_values(pruner, values)
+        pruner.after_step()
+        moved = torch.tensor([float(layer.rate) for layer in pruner.layers], dtype=torch.float64) - before
+        scale = square.sqrt() if value_scale == "layer" else square.mean().sqrt()
+        expected = -rate_step * mean / scale
+        torch.testing.assert_close(moved - moved[0], expected - expected[0], rtol=1e-4, atol=1e-5)
+    if value_scale == "layer":  # each layer's own noise: the consistent small values move as far as they can
+        assert torch.allclose(expected[1:], torch.full((count - 1,), rate_step, dtype=torch.float64))
+        assert abs(float(expected[0])) < rate_step / 2
+    else:  # one scale: the noisy layer moves furthest, the consistent small values barely
+        assert abs(float(expected[0])) > 5 * float(expected[1:].abs().max())
+
+
+@pytest.mark.parametrize("value_scale", ["shared", "layer"])
+def test_state_round_trip_and_rebuild(trained_model, value_scale):
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", 0.99, rate_step=0.05, frontier=0.3, value_scale=value_scale)
+    pruner.attach(model)
+    _feed_values(pruner, [0.5 - i for i in range(len(pruner.layers))])
+    pruner.after_step()
     twin = rebuild_pruner(pruner.describe())
     assert twin.options == pruner.options
     twin.load_state_dict(pruner.state_dict())
-    assert torch.equal(twin.running_value, pruner.running_value) and twin.running_square == 3.0
+    assert torch.equal(twin.running_value, pruner.running_value)
+    assert torch.equal(twin.running_square, pruner.running_square)
+    assert twin.running_square.shape == ((len(pruner.layers),) if value_scale == "layer" else ())
+
+
+def test_state_written_before_value_scale_loads(trained_model):
+    """Checkpoints from before the option stored the shared running square as a float."""
+    pruner = build_pruner("frontier", 0.99)
+    pruner.load_state_dict({"running_value": [1.0, -2.0], "running_square": 3.0})
+    assert torch.equal(pruner.running_square, torch.tensor(3.0, dtype=torch.float64))
+    pruner.load_state_dict({"running_value": None, "running_square": 0.0})
+    assert pruner.running_value is None and pruner.running_square is None
 
 
 @pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),
                                            ({"value_decay": 1.0}, "value_decay"), ({"alpha": 1.0}, "alpha"),
-                                           ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0")])
+                                           ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0"),
+                                           ({"value_scale": "nope"}, "value_scale")])
 def test_bad_options_name_themselves(options, word):
     with pytest.raises(HarpError, match=word):
         build_pruner("frontier", 0.99, **options)

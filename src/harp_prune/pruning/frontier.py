@@ -35,6 +35,10 @@ class FrontierOptions(ScoreSharpnessOptions):
     frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
                                   "weights, whose mean mask gradient is the layer's marginal value")
     value_decay: float = option(0.99, "decay of the running mean of the marginal values (1 − the weight of a step)")
+    value_scale: str = option("shared", "what a layer's running marginal value is divided by: 'shared', the root "
+                                        "mean square of all layers' values; 'layer', the layer's own (as Adam does "
+                                        "per parameter, so a layer whose value is mostly noise moves little)",
+                              choices=("shared", "layer"))
     alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
 
     def __post_init__(self) -> None:
@@ -83,7 +87,7 @@ class FrontierPruner(Pruner):
         super().__init__(sparsity, options, **kwargs)
         self.min_keep = float(self.options.alpha) * self.target_density
         self.running_value: torch.Tensor | None = None  # per layer: running mean of the marginal value
-        self.running_square = 0.0  # running mean of its square, over layers
+        self.running_square: torch.Tensor | None = None  # running mean of its square (per layer, or over layers)
 
     def initialize(self, layers: list[WeightMask]) -> None:
         scaled_score_init(layers)
@@ -107,13 +111,17 @@ class FrontierPruner(Pruner):
             return
         value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
         decay = float(self.options.value_decay)
-        if self.running_value is None:
-            self.running_value = value.clone()
-            self.running_square = float(value.square().mean())
+        # 'shared' compares the layers' values on one scale; 'layer' divides each by its own noise: on a
+        # residual network the layers' per-step values differ in spread by a factor of 100 (docs/frontier.md)
+        per_layer = self.options.value_scale == "layer"
+        square = (value.square() if per_layer else value.square().mean()).double()
+        if self.running_value is None or self.running_square is None:
+            self.running_value, self.running_square = value.clone(), square
         else:
             self.running_value.mul_(decay).add_((1.0 - decay) * value)
-            self.running_square = decay * self.running_square + (1.0 - decay) * float(value.square().mean())
-        scale = max(self.running_square, 1e-30) ** 0.5
+            self.running_square.mul_(decay).add_((1.0 - decay) * square)
+        scale = (self.running_square.clamp_min(1e-30).sqrt() if per_layer
+                 else max(float(self.running_square), 1e-30) ** 0.5)
         steps = -float(self.options.rate_step) * self.running_value / scale
         for layer, step in zip(self.layers, steps.tolist(), strict=True):
             layer.rate.add_(step).clamp_(-RATE_LIMIT, RATE_LIMIT)
@@ -123,10 +131,11 @@ class FrontierPruner(Pruner):
         return {"budget_reached": 1.0}
 
     def state_dict(self) -> dict:
-        return {"running_value": None if self.running_value is None else self.running_value.tolist(),
-                "running_square": self.running_square}
+        return {name: None if value is None else value.tolist()
+                for name, value in (("running_value", self.running_value), ("running_square", self.running_square))}
 
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("running_value")
         self.running_value = None if saved is None else torch.tensor(saved)
-        self.running_square = float(state.get("running_square", 0.0))
+        # checkpoints written before value_scale stored the shared running square as a float (0.0 before a step)
+        self.running_square = None if saved is None else torch.tensor(state["running_square"], dtype=torch.float64)
