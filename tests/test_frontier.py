@@ -143,6 +143,28 @@ def test_rate_steps_are_the_running_value_over_its_root_mean_square(trained_mode
         assert abs(float(expected[0])) > 5 * float(expected[1:].abs().max())
 
 
+def test_travel_bounds_each_layer_within_a_factor_of_its_initial_count(trained_model):
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", 0.99, rate_step=0.5, value_decay=0.0, travel=2.0)
+    pruner.attach(model)
+    start = [layer.kept() for layer in pruner.layers]
+    total = sum(start)
+    for _ in range(30):  # layer 0's next weights are worth ever less, the others' ever more
+        _feed_values(pruner, [1.0] + [-1.0] * (len(pruner.layers) - 1))
+        pruner.after_step()
+    after = [layer.kept() for layer in pruner.layers]
+    for before, now, layer in zip(start, after, pruner.layers, strict=True):  # one weight of rounding
+        assert before / 2 - 1 <= now <= min(layer.numel, 2 * before + 1), (start, after)
+    assert abs(after[0] - start[0] / 2) <= 1, (start, after)  # without the bound it would fall to a_min
+    assert abs(sum(after) - total) <= max(1, int(0.005 * total))
+    unbounded = build_pruner("frontier", 0.99, rate_step=0.5, value_decay=0.0)
+    unbounded.attach(copy.deepcopy(trained_model))
+    for _ in range(30):
+        _feed_values(unbounded, [1.0] + [-1.0] * (len(unbounded.layers) - 1))
+        unbounded.after_step()
+    assert unbounded.layers[0].kept() < start[0] / 2 - 1
+
+
 @pytest.mark.parametrize("value_scale", ["shared", "layer"])
 def test_state_round_trip_and_rebuild(trained_model, value_scale):
     model = copy.deepcopy(trained_model)
@@ -170,7 +192,7 @@ def test_state_written_before_value_scale_loads(trained_model):
 @pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),
                                            ({"value_decay": 1.0}, "value_decay"), ({"alpha": 1.0}, "alpha"),
                                            ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0"),
-                                           ({"value_scale": "nope"}, "value_scale")])
+                                           ({"value_scale": "nope"}, "value_scale"), ({"travel": 0.5}, "travel")])
 def test_bad_options_name_themselves(options, word):
     with pytest.raises(HarpError, match=word):
         build_pruner("frontier", 0.99, **options)

@@ -39,6 +39,8 @@ class FrontierOptions(ScoreSharpnessOptions):
                                         "mean square of all layers' values; 'layer', the layer's own (as Adam does "
                                         "per parameter, so a layer whose value is mostly noise moves little)",
                               choices=("shared", "layer"))
+    travel: float = option(0.0, "how far a layer's kept count may move from its initial count, as a factor "
+                                "(3: between a third and three times it); 0: as far as the floor a_min and 1")
     alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
 
     def __post_init__(self) -> None:
@@ -51,6 +53,8 @@ class FrontierOptions(ScoreSharpnessOptions):
                             f"got {self.frontier}")
         if not 0.0 <= number("value_decay", self.value_decay) < 1.0:
             raise HarpError(f"value_decay must lie in [0, 1), got {self.value_decay}")
+        if number("travel", self.travel) != 0 and self.travel <= 1:
+            raise HarpError(f"travel must be a factor above 1 (or 0: unbounded), got {self.travel}")
         if not 0.0 <= number("alpha", self.alpha) < 1.0:
             raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {self.alpha}")
 
@@ -92,8 +96,13 @@ class FrontierPruner(Pruner):
     def initialize(self, layers: list[WeightMask]) -> None:
         scaled_score_init(layers)
         # the exact per-layer counts a fixed-rate method would keep: with rate_step 0 this is HYDRA on that budget
-        set_layer_counts(layers, counts_for_densities(
-            layers, layer_densities(self.options.init_strategy, layers, self.target_density)))
+        counts = counts_for_densities(layers, layer_densities(self.options.init_strategy, layers, self.target_density))
+        if self.options.travel:  # the keep-ratio's bounds are the sigmoid's ends, so the projection keeps them too
+            factor = float(self.options.travel)
+            for layer, count in zip(layers, counts, strict=True):
+                density = count / layer.numel
+                layer.min_keep, layer.max_keep = max(layer.min_keep, density / factor), min(1.0, density * factor)
+        set_layer_counts(layers, counts)
         self._set_frontier(layers)
 
     def adopt(self, model: torch.nn.Module) -> None:
