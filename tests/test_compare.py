@@ -18,6 +18,7 @@ from harp_prune.config import build_config, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.pipeline import stages
 from harp_prune.presets import preset_names, resolve_config_file
+from harp_prune.pruning import rebuild_pruner
 
 SMALL_PRESET = resolve_config_file("compare-small")
 
@@ -144,3 +145,26 @@ def test_a_presets_option_for_methods_not_compared_is_dropped_but_a_flags_is_ref
                                    "prune.gamma0": "0.2"}, file_name="compare-full")
     with pytest.raises(HarpError, match=r"does not take prune.gamma0 \(set in command line\)"):
         grid(config)
+
+
+def test_a_cached_cell_made_under_another_method_default_is_refused(tmp_path):
+    """The config records only what someone set; the cell's pruner record has every option. A frontier cell
+    from before value_scale and travel existed (its record lacks them: legacy 'shared' and 0) must not stand
+    in for a cell of today's defaults ('layer', 3), nor one made with another value set."""
+    config = build_config(prune={"method": "frontier", "sparsity": 0.99}, out_dir=str(tmp_path))
+    today = hp.build_pruner("frontier", 0.99).describe()
+    cells_module.check_cached_options(today, config, tmp_path / "result.json")  # same options: reused
+    before = {key: value for key, value in today.items() if key not in ("value_scale", "travel")}
+    made_before = r"other frontier options \(value_scale=shared, now layer; travel=0.0, now 3.0\)"
+    with pytest.raises(HarpError, match=made_before):
+        cells_module.check_cached_options(before, config, tmp_path / "result.json")
+    shared = hp.build_pruner("frontier", 0.99, value_scale="shared").describe()
+    with pytest.raises(HarpError, match="value_scale=shared, now layer"):
+        cells_module.check_cached_options(shared, config, tmp_path / "result.json")
+    set_now = build_config(prune={"method": "frontier", "sparsity": 0.99, "value_scale": "shared", "travel": 0},
+                           out_dir=str(tmp_path))
+    cells_module.check_cached_options(before, set_now, tmp_path / "result.json")  # the old cell, asked for again
+    hydra = build_config(prune={"method": "hydra", "sparsity": 0.99}, out_dir=str(tmp_path))
+    old_hydra = {key: value for key, value in hp.build_pruner("hydra", 0.99).describe().items() if key != "s2ap_rho"}
+    cells_module.check_cached_options(old_hydra, hydra, tmp_path / "result.json")  # s2ap_rho's default is the old way
+    assert rebuild_pruner(before).options.value_scale == "shared"  # a checkpoint from then rebuilds as it ran

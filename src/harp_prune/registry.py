@@ -44,10 +44,25 @@ class NoOptions:
     """The options of a component that takes none."""
 
 
-def option(default: Any, help: str, choices: tuple[str, ...] | Registry | None = None) -> Any:
+_NO_LEGACY = object()
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] | Registry | None = None, *,
+           legacy: Any = _NO_LEGACY) -> Any:
     """A dataclass field of a component's options: its default, what it means and, for text, its choices
-    (a tuple, or a registry whose names are the choices)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+    (a tuple, or a registry whose names are the choices).
+
+    :param legacy: for an option added with a default that changes what the component did before, the value
+        that reproduces the old behaviour: a record written before the option existed (a checkpoint, a cached
+        comparison cell) was made with it, not with the default (``recorded_options``).
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "legacy": legacy})
+
+
+def legacy_values(options: type) -> dict[str, Any]:
+    """The options of ``options`` that records written before them imply a non-default value for."""
+    return {item.name: item.metadata["legacy"] for item in dataclasses.fields(options)
+            if item.metadata.get("legacy", _NO_LEGACY) is not _NO_LEGACY}
 
 
 def choices_of(item: dataclasses.Field) -> tuple[str, ...]:

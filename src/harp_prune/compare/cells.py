@@ -4,6 +4,7 @@ process or in a pool of worker processes; a finished cell's ``result.json`` is i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -20,7 +21,10 @@ from harp_prune.compare.grid import CELL_KEYS, Cell, cell_config, check_cache, n
 from harp_prune.config import RunConfig
 from harp_prune.data import Splits
 from harp_prune.errors import HarpError
+from harp_prune.pipeline.components import method_options
 from harp_prune.progress import log
+from harp_prune.pruning.registry import PRUNERS, recorded_options
+from harp_prune.registry import build_options
 from harp_prune.results import write_json
 
 T = TypeVar("T")
@@ -34,6 +38,24 @@ def reached_epoch(history: list[dict[str, Any]]) -> int | None:
     return None
 
 
+def check_cached_options(recorded: dict[str, Any] | None, config: RunConfig, what: Path) -> None:
+    """Refuse a cached cell whose method ran with other option values than ``config``'s method would.
+
+    A config records only the options someone set, so a method default changed since (frontier's value_scale,
+    for one) passes ``check_cache`` and would put an old method's figures in a new table. The cell's pruner
+    record has every option's value; options added since it was written count at their legacy value.
+    """
+    if not recorded:
+        return
+    options_type = PRUNERS.get(config.prune.method).factory.Options
+    made = dataclasses.asdict(build_options(options_type, recorded_options(recorded), f"{what}'s pruner record"))
+    now = dataclasses.asdict(method_options(config))
+    changed = [f"{key}={made[key]}, now {now[key]}" for key in now if made[key] != now[key]]
+    if changed:
+        raise HarpError(f"{what} was made with other {config.prune.method} options ({'; '.join(changed)}); "
+                        "use another --out-dir or delete it to recompute")
+
+
 def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits) -> dict[str, Any]:
     """Prune, fine-tune and evaluate one cell, or return its cached result."""
     done = cell.path(root) / "result.json"
@@ -41,6 +63,7 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
     if done.exists():
         result = json.loads(done.read_text())
         check_cache(result["config"], cfg, CELL_KEYS, done, ignore=not_taken(cell.method))
+        check_cached_options(result.get("pruning"), cfg, done)
         log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: finished earlier ({done})")
         return result
     log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}")

@@ -35,12 +35,13 @@ class FrontierOptions(ScoreSharpnessOptions):
     frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
                                   "weights, whose mean mask gradient is the layer's marginal value")
     value_decay: float = option(0.99, "decay of the running mean of the marginal values (1 − the weight of a step)")
-    value_scale: str = option("shared", "what a layer's running marginal value is divided by: 'shared', the root "
+    value_scale: str = option("layer", "what a layer's running marginal value is divided by: 'shared', the root "
                                         "mean square of all layers' values; 'layer', the layer's own (as Adam does "
                                         "per parameter, so a layer whose value is mostly noise moves little)",
-                              choices=("shared", "layer"))
-    travel: float = option(0.0, "how far a layer's kept count may move from its initial count, as a factor "
-                                "(3: between a third and three times it); 0: as far as the floor a_min and 1")
+                              choices=("shared", "layer"), legacy="shared")
+    travel: float = option(3.0, "how far a layer's kept count may move from its initial count, as a factor "
+                                "(3: between a third and three times it); 0: as far as the floor a_min and 1",
+                           legacy=0.0)
     alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
 
     def __post_init__(self) -> None:

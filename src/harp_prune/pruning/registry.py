@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harp_prune.pruning.base import Pruner
-from harp_prune.registry import Registry
+from harp_prune.registry import Registry, legacy_values
 
 PRUNERS: Registry[type[Pruner]] = Registry("pruning method")
 """The pruning methods by name (``harp``, ``hydra``, ``lamp``, ...): ``PRUNERS.names()`` lists them,
@@ -33,9 +33,16 @@ def build_pruner(method: str, sparsity: float, options: Any = None, **values: An
 _RUN_FACTS = ("prunable", "seed", "input_shape")
 
 
+def recorded_options(description: dict[str, Any]) -> dict[str, Any]:
+    """The option values of a ``Pruner.describe()`` record. An option the record lacks was added after it was
+    written; it had its legacy value then where the option declares one (``registry.option``), else its
+    default (the method's options as ``build_pruner`` takes them, without method, sparsity and facts)."""
+    values = {key: value for key, value in description.items()
+              if key not in ("method", "sparsity", *_RUN_FACTS)}
+    return {**legacy_values(pruner_class(description["method"]).Options), **values}
+
+
 def rebuild_pruner(description: dict[str, Any]) -> Pruner:
     """The pruner a checkpoint's ``Pruner.describe()`` record came from (the record holds its options)."""
-    record = dict(description)
-    method, sparsity = record.pop("method"), record.pop("sparsity")
-    facts = {key: record.pop(key) for key in _RUN_FACTS if key in record}
-    return build_pruner(method, sparsity, **record, **facts)
+    facts = {key: description[key] for key in _RUN_FACTS if key in description}
+    return build_pruner(description["method"], description["sparsity"], **recorded_options(description), **facts)
