@@ -1,11 +1,12 @@
 """How much of frontier's per-step marginal values is signal: their mean, spread and t statistic per layer.
 
 frontier (docs/frontier.md) moves each layer's rate by the running mean of v_l, the mean mask gradient over the
-layer's frontier. This runs the pruning stage of a preset for a number of epochs with one frontier option set,
+layer's frontier. This runs the pruning stage of a preset for a number of epochs (by default with frontier's
+first settings, one scale for all layers and no bound on the travel, the walk this diagnosed),
 records every step's v_l and kept counts, and prints per layer: the mean of v_l, its standard deviation, the
 t statistic of the mean (mean / (std / sqrt(steps))) and that of its deviation from the layers' mean of the
 step (what decides where budget flows). It is what showed that on resnet18_w16 at 99.9 % the values of most
-layers are noise over a pruning epoch, and that their spread differs a hundredfold between layers:
+layers are noise over a pruning epoch, and that their spread differs a thousandfold between layers:
 
     OMP_NUM_THREADS=1 python benchmarks/frontier_values.py runs/compare-resnet --sparsity 0.999 --epochs 1 \\
         --out benchmarks/results/compare-resnet/frontier-values-0.999.json
@@ -48,7 +49,7 @@ class RecordingFrontier(FrontierPruner):
         super().after_step()
 
 
-def record_values(root: Path, sparsity: float, epochs: int, value_scale: str) -> dict:
+def record_values(root: Path, sparsity: float, epochs: int, value_scale: str, travel: float) -> dict:
     """Prune ``root``'s dense model with frontier (and ``root``'s frontier settings), recording v_l and the kept
     counts after every step."""
     stored = read_yaml(root / "config.yaml")
@@ -57,11 +58,12 @@ def record_values(root: Path, sparsity: float, epochs: int, value_scale: str) ->
                      if key in ("prune.rate_step", "prune.value_decay", "prune.frontier")})
     settings.update({"prune.method": RecordingFrontier.name, "prune.sparsity": sparsity, "prune.epochs": epochs,
                      "prune.source": str(root / "pretrain" / "final.pt"), "prune.value_scale": value_scale,
+                     "prune.travel": travel,
                      "out_dir": str(root / "frontier-values"), "progress": False})
     outcome = pipeline.prune(build_config(settings))
     names = outcome.pruner.layer_names
     steps = RecordingFrontier.steps
-    return {"sparsity": sparsity, "epochs": epochs, "value_scale": value_scale, "settings": settings,
+    return {"sparsity": sparsity, "epochs": epochs, "value_scale": value_scale, "travel": travel, "settings": settings,
             "layers": names, "steps": steps, "summary": summarize(names, steps), "environment": environment()}
 
 
@@ -94,10 +96,12 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="the out dir of a harp compare run (config.yaml, pretrain/)")
     parser.add_argument("--sparsity", type=float, default=0.999)
     parser.add_argument("--epochs", type=int, default=1)
+    # the defaults are frontier's first ones (one scale for all layers, no bound), whose walk this diagnosed
     parser.add_argument("--value-scale", default="shared", choices=("shared", "layer"))
+    parser.add_argument("--travel", type=float, default=0.0)
     parser.add_argument("--out", type=Path, help="write the steps and the summary here (JSON)")
     args = parser.parse_args()
-    result = record_values(args.root, args.sparsity, args.epochs, args.value_scale)
+    result = record_values(args.root, args.sparsity, args.epochs, args.value_scale, args.travel)
     if args.out:
         write_json(result, args.out)
     print(table(result["summary"], len(result["steps"])))

@@ -68,11 +68,11 @@ class FrontierPruner(Pruner):
     keep-ratios start at a layer budget (LAMP by default) *at the target density*. After every optimiser
     step each layer's marginal value is read off the step's gradients: the mean mask gradient dL/dM over its
     frontier (the last kept and the next pruned weights), i.e. the first-order change of the loss per weight
-    added to that layer. Each rate logit moves against the running mean of that value, normalised by its
-    root mean square over the layers, and one common logit shift (the budget projection) then brings the
-    kept count back to the budget exactly. Weights flow from layers whose next weights are worth least to
-    those whose next weights are worth most; there is no size loss and no γ. The reasoning and the
-    measurements: docs/frontier.md.
+    added to that layer. Each rate logit moves against the running mean of that value, divided by the
+    layer's own running root mean square (so a noisy layer moves little), within a factor ``travel`` of its
+    initial count, and one common logit shift (the budget projection) then brings the kept count back to the
+    budget exactly. Weights flow from layers whose next weights are worth least to those whose next weights
+    are worth most; there is no size loss and no γ. The reasoning and the measurements: docs/frontier.md.
 
     Example::
 
