@@ -34,7 +34,8 @@ class FrontierOptions(ScoreSharpnessOptions):
                                     "root-mean-square away from the others'")
     frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
                                   "weights, whose mean mask gradient is the layer's marginal value")
-    value_decay: float = option(0.99, "decay of the running mean of the marginal values (1 − the weight of a step)")
+    value_decay: float = option(0.99, "decay of the running means of the marginal values and of their squares "
+                                      "(1 − the weight of a step)")
     value_scale: str = option("layer", "what a layer's running marginal value is divided by: 'shared', the root "
                                         "mean square of all layers' values; 'layer', the layer's own (as Adam does "
                                         "per parameter, so a layer whose value is mostly noise moves little)",
@@ -122,7 +123,7 @@ class FrontierPruner(Pruner):
         value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
         decay = float(self.options.value_decay)
         # 'shared' compares the layers' values on one scale; 'layer' divides each by its own noise: on a
-        # residual network the layers' per-step values differ in spread by a factor of 100 (docs/frontier.md)
+        # residual network the layers' per-step values differ a thousandfold in spread (docs/frontier.md)
         per_layer = self.options.value_scale == "layer"
         square = (value.square() if per_layer else value.square().mean()).double()
         if self.running_value is None or self.running_square is None:
