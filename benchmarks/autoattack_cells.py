@@ -42,7 +42,9 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
                  "out_dir": str(root / "autoattack-eval")}  # its config.yaml and AutoAttack state, not the compare's
     if examples is not None:
         overrides["data.test_examples"] = examples
-    config = build_config(read_yaml(root / "config.yaml"), overrides)
+    # the pruning settings are the cells' business (and a preset's carry options only some methods take)
+    settings = {key: value for key, value in read_yaml(root / "config.yaml").items() if not key.startswith("prune.")}
+    config = build_config(settings, overrides)
     ctx = pipeline.prepare(config)
     results = []
     for cell in cells:
