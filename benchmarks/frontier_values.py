@@ -6,7 +6,7 @@ first settings, one scale for all layers and no bound on the travel, the walk th
 records every step's v_l and kept counts, and prints per layer: the mean of v_l, its standard deviation, the
 t statistic of the mean (mean / (std / sqrt(steps))) and that of its deviation from the layers' mean of the
 step (what decides where budget flows). It is what showed that on resnet18_w16 at 99.9 % the values of most
-layers are noise over a pruning epoch, and that their spread differs a thousandfold between layers:
+layers are noise over a pruning epoch, and that their spread differs 5,000-fold between layers:
 
     OMP_NUM_THREADS=1 python benchmarks/frontier_values.py runs/compare-resnet --sparsity 0.999 --epochs 1 \\
         --out benchmarks/results/compare-resnet/frontier-values-0.999.json

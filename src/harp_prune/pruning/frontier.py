@@ -123,7 +123,7 @@ class FrontierPruner(Pruner):
         value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
         decay = float(self.options.value_decay)
         # 'shared' compares the layers' values on one scale; 'layer' divides each by its own noise: on a
-        # residual network the layers' per-step values differ a thousandfold in spread (docs/frontier.md)
+        # residual network the layers' per-step values differ 5,000-fold in spread (docs/frontier.md)
         per_layer = self.options.value_scale == "layer"
         square = (value.square() if per_layer else value.square().mean()).double()
         if self.running_value is None or self.running_square is None:
