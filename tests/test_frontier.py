@@ -180,13 +180,17 @@ def test_state_round_trip_and_rebuild(trained_model, value_scale):
     assert twin.running_square.shape == ((len(pruner.layers),) if value_scale == "layer" else ())
 
 
-def test_state_written_before_value_scale_loads(trained_model):
-    """Checkpoints from before the option stored the shared running square as a float."""
-    pruner = build_pruner("frontier", 0.99)
-    pruner.load_state_dict({"running_value": [1.0, -2.0], "running_square": 3.0})
-    assert torch.equal(pruner.running_square, torch.tensor(3.0, dtype=torch.float64))
-    pruner.load_state_dict({"running_value": None, "running_square": 0.0})
-    assert pruner.running_value is None and pruner.running_square is None
+def test_state_written_before_value_scale_loads_into_the_first_version_only():
+    """Checkpoints from before the options stored the shared running square as a float; they resume as the
+    first version ran, and a run with other settings is told how to resume them, not fed a wrong shape."""
+    old_state = {"running_value": [1.0, -2.0], "running_square": 3.0}
+    first = build_pruner("frontier", 0.99, value_scale="shared", travel=0)
+    first.load_state_dict(old_state)
+    assert torch.equal(first.running_square, torch.tensor(3.0, dtype=torch.float64))
+    first.load_state_dict({"running_value": None, "running_square": 0.0})
+    assert first.running_value is None and first.running_square is None
+    with pytest.raises(HarpError, match="--prune-value-scale shared --prune-travel 0"):
+        build_pruner("frontier", 0.99).load_state_dict(old_state)
 
 
 @pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),

@@ -142,11 +142,17 @@ class FrontierPruner(Pruner):
         return {"budget_reached": 1.0}
 
     def state_dict(self) -> dict:
-        return {name: None if value is None else value.tolist()
-                for name, value in (("running_value", self.running_value), ("running_square", self.running_square))}
+        state = {name: None if value is None else value.tolist()
+                 for name, value in (("running_value", self.running_value), ("running_square", self.running_square))}
+        return {**state, "value_scale": self.options.value_scale, "travel": self.options.travel}
 
     def load_state_dict(self, state: dict) -> None:
+        # a state written before value_scale and travel existed is the first version's ('shared', unbounded)
+        made = (state.get("value_scale", "shared"), float(state.get("travel", 0.0)))
+        if made != (self.options.value_scale, float(self.options.travel)):
+            raise HarpError(f"this frontier state was written with value_scale {made[0]} and travel {made[1]:g}, "
+                            f"this run has {self.options.value_scale} and {self.options.travel:g}; resume with "
+                            f"--prune-value-scale {made[0]} --prune-travel {made[1]:g}, or start in a new --out-dir")
         saved = state.get("running_value")
         self.running_value = None if saved is None else torch.tensor(saved)
-        # checkpoints written before value_scale stored the shared running square as a float (0.0 before a step)
         self.running_square = None if saved is None else torch.tensor(state["running_square"], dtype=torch.float64)
