@@ -69,7 +69,9 @@ def global_count(layers: list[WeightMask], density: float) -> int:
 def global_top_k_densities(layers: list[WeightMask], scores: Sequence[torch.Tensor], density: float) -> list[float]:
     """The keep-ratios of keeping the ``global_count`` highest of all layers' per-weight ``scores`` together
     (at least one weight per layer): a global threshold, turned into a per-layer budget."""
-    owner = torch.cat([torch.full((layer.numel,), i, dtype=torch.long) for i, layer in enumerate(layers)])
+    device = scores[0].device  # the scores' own device: on a GPU, CPU owners indexed by CUDA indices fail
+    owner = torch.cat([torch.full((layer.numel,), i, dtype=torch.long, device=device)
+                       for i, layer in enumerate(layers)])
     kept = torch.topk(torch.cat([score.flatten() for score in scores]), global_count(layers, density),
                       sorted=False).indices
     counts = torch.bincount(owner[kept], minlength=len(layers))

@@ -110,9 +110,10 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
         result = StageResult(state["history"], state["best_epoch"], state["best"])
         if result.best_epoch is not None and best_path.exists():
             best_state = load_checkpoint(best_path, device)["model"]
-        torch.set_rng_state(state["rng"]["torch"])
+        # the generators take CPU byte tensors, wherever map_location put the rest of the checkpoint
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            torch.cuda.set_rng_state_all([generator.cpu() for generator in state["rng"]["cuda"]])
         start = state["epoch"] + 1
         log(f"[{settings.name}] resuming after epoch {start} of {settings.epochs} from {last_path}")
     perf = settings.performance
