@@ -17,11 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from harp_prune.compare.report import markdown, summarize_cells
+from harp_prune.compare.report import cell_entry, markdown, summarize_cells
 from harp_prune.config import build_config, read_yaml
 from harp_prune.results import environment, write_json
-
-LEFT_OUT = ("prune_history", "finetune_history", "config")
 
 
 def collect(root: Path) -> dict:
@@ -31,9 +29,14 @@ def collect(root: Path) -> dict:
         raise SystemExit(f"no finished cells under {root / 'cells'}")
     dense = json.loads((root / "dense.json").read_text())["evaluation"]
     config = build_config(read_yaml(root / "config.yaml")).to_dict()
+    # the cells' own machine, where they all ran on one (cells written before cells recorded it: unknown);
+    # this machine, where the collecting ran, is recorded apart
+    machines = {json.dumps(cell.get("environment"), sort_keys=True) for cell in cells}
+    ran_on = json.loads(machines.pop()) if len(machines) == 1 else None
     return {"config": config, "dense": dense, "summary": summarize_cells(cells), "strategies": {},
-            "cells": [{k: v for k, v in cell.items() if k not in LEFT_OUT} for cell in cells],
-            "wall_seconds": sum(cell["wall_seconds"] for cell in cells), "environment": environment()}
+            "cells": [cell_entry(cell) for cell in cells],
+            "wall_seconds": sum(cell["wall_seconds"] for cell in cells), "environment": ran_on,
+            "collected_on": environment()}
 
 
 def main() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -21,6 +24,15 @@ from harp_prune.presets import preset_names, resolve_config_file
 from harp_prune.pruning import rebuild_pruner
 
 SMALL_PRESET = resolve_config_file("compare-small")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _config(tmp_path, **extra):
@@ -78,7 +90,19 @@ def test_compare_writes_results_and_resumes(tmp_path, tiny_splits, monkeypatch):
     assert "| harp |" in table and "| lwm |" in table and "per-layer keep-ratio" in table
     assert (out / "accuracy_vs_sparsity.png").stat().st_size > 0 and (out / "layer_keep_ratios.png").exists()
     for cell in grid(config):
-        assert (cell.path(out) / "result.json").exists()
+        assert json.loads((cell.path(out) / "result.json").read_text())["environment"]["torch"] == torch.__version__
+    assert all("environment" not in cell for cell in saved["cells"])
+
+    # collect_cells.py records the machine the cells ran on, and the one it ran on apart; mixed machines: unknown
+    collect_cells = load_benchmark("collect_cells")
+    collected = collect_cells.collect(out)
+    assert collected["summary"] == results["summary"]
+    assert collected["environment"]["torch"] == torch.__version__ and collected["collected_on"]
+    result_json = grid(config)[0].path(out) / "result.json"
+    moved = json.loads(result_json.read_text())
+    result_json.write_text(json.dumps({**moved, "environment": {**moved["environment"], "torch": "elsewhere"}}))
+    assert collect_cells.collect(out)["environment"] is None
+    result_json.write_text(json.dumps(moved))
 
     # a second invocation reuses the pre-trained model and every finished cell: nothing is trained again
     def refuse(*args, **kwargs):

@@ -22,7 +22,7 @@ from typing import Any
 
 from harp_prune.compare.cells import run_cell, run_cells
 from harp_prune.compare.grid import PRETRAIN_KEYS, Cell, cell_config, check_cache, grid
-from harp_prune.compare.report import markdown, strategy_densities, summarize_cells
+from harp_prune.compare.report import cell_entry, markdown, strategy_densities, summarize_cells
 from harp_prune.config import RunConfig
 from harp_prune.data import Splits
 from harp_prune.pipeline import evaluate, prepare, pretrain, validate_run
@@ -66,8 +66,7 @@ def compare(config: RunConfig, splits: Splits | None = None) -> dict[str, Any]:
     results = {
         "config": config.to_dict(), "dense": dense_eval, "summary": summarize_cells(finished),
         "strategies": strategy_densities(dense, sparsities),
-        "cells": [{k: v for k, v in c.items() if k not in ("prune_history", "finetune_history", "config")}
-                  for c in finished],
+        "cells": [cell_entry(c) for c in finished],
         "wall_seconds": time.perf_counter() - started, "environment": environment(),
     }
     write_json(results, root / "compare.json")

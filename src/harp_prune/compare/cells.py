@@ -25,7 +25,7 @@ from harp_prune.pipeline.components import method_options
 from harp_prune.progress import log
 from harp_prune.pruning.registry import PRUNERS, recorded_options
 from harp_prune.registry import build_options
-from harp_prune.results import write_json
+from harp_prune.results import environment, write_json
 
 T = TypeVar("T")
 
@@ -86,6 +86,7 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
         "prune_best_epoch": pruned.best_epoch, "finetune_best_epoch": tuned.best_epoch,
         "evaluation": evaluation, "prune_history": pruned.history, "finetune_history": tuned.history,
         "pruning": pruned.pruner.describe(), "wall_seconds": time.perf_counter() - started, "config": cfg.to_dict(),
+        "environment": environment(),  # where the cell ran: collect_cells.py may gather cells made elsewhere
     }
     write_json(result, done)
     return result

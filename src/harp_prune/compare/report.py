@@ -19,6 +19,16 @@ def strategy_densities(model, sparsities: list[float]) -> dict[str, dict[str, li
     return {f"{s:g}": {name: STRATEGIES.get(name).factory(layers, 1.0 - s) for name in shown} for s in sparsities}
 
 
+# a cell's result.json keeps these for itself; compare.json's cell entries leave them out (its own config and
+# environment are the grid's)
+CELL_DETAIL_KEYS = ("prune_history", "finetune_history", "config", "environment")
+
+
+def cell_entry(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell's result as compare.json lists it: without its histories, config and environment."""
+    return {key: value for key, value in cell.items() if key not in CELL_DETAIL_KEYS}
+
+
 def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread over seeds of each (label, sparsity)."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
