@@ -29,14 +29,24 @@ BUDGET_TOLERANCE = 0.005
 MAX_OFFSET = 1e4
 
 
-def kept_at_offset(layers: list[WeightMask], offset: float) -> int:
-    """The total kept count the masks would have after ``rate.add_(offset)`` on every layer."""
+def kept_at_offset(layers: list[WeightMask], offset: float, rates: list[torch.Tensor] | None = None) -> int:
+    """The total kept count the masks would have after ``rate.add_(offset)`` on every layer.
+
+    ``rates`` are the layers' rates read beforehand (a host copy), else each layer's own is read.
+    """
     total = 0
-    for layer in layers:
-        shifted = layer.rate.detach() + offset  # the same float32 arithmetic as rate.add_(offset)
+    for layer, rate in zip(layers, rates or [layer.rate.detach() for layer in layers], strict=True):
+        shifted = rate + offset  # the same float32 arithmetic as rate.add_(offset)
         ratio = float(keep_ratio(shifted, layer.min_keep, layer.max_keep))
         total += kept_count(ratio, layer.units) * (layer.numel // layer.units)
     return total
+
+
+def masks_kept(layers: list[WeightMask]) -> int:
+    """``sum(layer.kept() for layer in layers)`` with one read of the keep-ratios from their device."""
+    ratios = torch.stack([layer.keep_ratio().detach() for layer in layers]).cpu().tolist()
+    return sum(kept_count(ratio, layer.units) * (layer.numel // layer.units)
+               for ratio, layer in zip(ratios, layers, strict=True))
 
 
 def budget_slack(target: int) -> int:
@@ -45,16 +55,36 @@ def budget_slack(target: int) -> int:
 
 
 @torch.no_grad()
-def project_to_budget(layers: list[WeightMask], target_density: float, iterations: int = 100) -> float:
+def project_to_budget(layers: list[WeightMask], target_density: float, iterations: int = 100,
+                      on_host: bool | None = None) -> float:
     """Shift all rates by a common δ so the realised kept count is as close as possible to the target.
 
     Returns δ. The kept count is monotone in δ, so bisection finds the largest δ that keeps at most the
     target, and the neighbour just above is taken if it is closer. Raises HarpError when no common shift
     meets the budget within ``BUDGET_TOLERANCE`` (e.g. the layers' floors a_min alone keep more).
+    ``on_host`` bisects on a host copy of the rates (default: when they are on another device); on the
+    CPU both ways compute the same float32 numbers.
     """
     if not layers:
         raise HarpError("no masked layers to project onto the budget; call pruner.attach(model) first")
     target = round(target_density * sum(layer.numel for layer in layers))
+    if on_host is None:
+        on_host = any(layer.rate.device.type != "cpu" for layer in layers)
+    if on_host:
+        # a bisection evaluates the count some 60 times; on a GPU each evaluation reads every layer's
+        # keep-ratio back to the host, and with several processes sharing the device each read waits for
+        # their queues too. One read of the rates, the bisection on the host, then the masks' own count.
+        before = [layer.rate.detach().clone() for layer in layers]
+        host_rates = list(torch.stack(before).cpu().unbind())
+        best = bisect_offset(lambda d: kept_at_offset(layers, d, host_rates), target, iterations, closest=True)
+        for layer in layers:
+            layer.rate.add_(best)
+        if abs(masks_kept(layers) - target) <= budget_slack(target):
+            return best
+        # the host's float32 sigmoid and the device's can differ in the last bit, moving a layer across a
+        # rounding boundary: undo, and bisect on the device as the masks count
+        for layer, rate in zip(layers, before, strict=True):
+            layer.rate.copy_(rate)
     best = bisect_offset(lambda d: kept_at_offset(layers, d), target, iterations, closest=True)
     for layer in layers:
         layer.rate.add_(best)
