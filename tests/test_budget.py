@@ -5,7 +5,7 @@ import torch
 from kept_counts import budget_kept, kept_and_total
 
 from harp_prune.models import build_model
-from harp_prune.pruning import HarpPruner, build_pruner, budget, project_to_budget, sparsity_report
+from harp_prune.pruning import HarpPruner, budget, build_pruner, project_to_budget, sparsity_report
 
 
 @pytest.mark.parametrize("sparsity", [0.9, 0.99, 0.999])
