@@ -33,32 +33,16 @@ than the CPU grid's. ``--tiny`` runs a few-minute CPU smoke version (small_cnn a
 images, one epoch per stage, harp and lamp, seed 0, PGD-2 on 100 images, AutoAttack on 20); ``--dry-run``
 prints the plan and the commands and runs nothing.
 
-Time plan (an estimate: this has not run on a GPU yet). Unit: one image through one PGD-3 training step, about
-9 forward passes (3 attack steps of a forward and an input gradient, then a forward and backward). At 28 x 28
-inputs resnet18 costs 0.456 GMAC per forward and vgg16_bn 0.206, so the unit is 8.2 and 3.7 GFLOP, 11.9 for the
-pair. Per model, with 8,000 training images (as compare-resnet; its gamma0 = 0.5 is tuned to ~63 steps an
-epoch) and 1,200 validation images (val fraction 0.02, as the CPU grid: validation runs PGD-3 every epoch):
-
-- an epoch: 8,000 + 1,200 x 8/9 = 9.1k units; an evaluation: PGD-20 on 2,000 test images (9.1k) plus the eps
-  sweep sanity check on 200 images (4 x PGD-20, 3.6k; the CPU grid used 500) = 12.7k;
-- pre-training: 8 epochs + evaluation = 90k; a learned cell (2 pruning epochs at ~1.1x, 1 fine-tuning epoch,
-  evaluation) 43k, a one-shot cell (lamp, global-magnitude: fine-tuning and evaluation) 22k;
-- the grid: 20 learned + 8 one-shot cells = 1.04M units; S2AP: 3 cells at twice the pruning cost, 0.18M.
-
-For both models: pre-training 1.1 PFLOP, the grid 12.4 PFLOP, S2AP 2.2 PFLOP. PyTorch runs the convolutions in
-TF32 (H200 peak ~495 TFLOPS dense); with 28 x 28 images, batch 128 and 28 processes time-sliced on one GPU we
-assume 10 % of it, 50 TFLOPS (two pre-training processes alone fill it less: ~30). Calibration: on one CPU thread a
-PGD-3 step of resnet18_w16 (1/16 of the FLOPs) at batch 128 takes ~1 s; a first H200 attempt trained small_cnn
-(0.4 % of resnet18's FLOPs) at ~6 s per 54k-image epoch in 15 processes, i.e. bound by kernel launches (~1 ms per
-step on the GPU), which resnet18's ~21 ms of arithmetic per step does not hit. So: start-up ~30 s, pre-training
-~40 s, the grid ~250 s (the 99.9 % column ~130 s of it), S2AP ~45 s after it. AutoAttack is the expensive part:
-standard AutoAttack on 500 images runs ~3.8M forward passes (APGD-CE, then APGD-T, FAB-T and Square with 5,000
-queries on the ~350 still robust images), 3.5 PFLOP or ~1 min per resnet18 cell and half that for vgg16_bn, and
-partly latency-bound. The 24 decisive cells need ~15-20 GPU minutes, so one 9-minute call gets through the grid,
-S2AP and the first AutoAttack cells (seed 0 of each selected method first, the 99.9 % column from ~3 minutes on);
-a second call with the same command resumes the rest. If the first call's log shows the grid far slower than
-this, ``--amp`` (bf16 autocast in training; evaluation stays fp32) roughly halves the training part, at the cost
-of a different numeric setting from the CPU grid.
+Time, as measured on one H200 (2026-11-30; benchmarks/results/compare-paper-gpu/README.md has the run): pre-training
+takes 2.2 s an epoch for resnet18 and 1.5 s for vgg16_bn (both at once), ~25 s in all. With 14 cells per model at a
+time the one-shot cells (lamp, global-magnitude) took 54-87 s, the learned ones 90-202 s, and frontier's 278-440 s,
+before its budget projection stopped reading every layer's keep-ratio back from the device at each of its ~60
+bisection steps (benchmarks/projection_reads.py): with 28 processes sharing the GPU each read waited for the
+queue. resnet18's whole grid ended after ~8.5 minutes. The SMs were busy 99-100 % of the time (nvidia-smi dmon).
+AutoAttack on 500 images did not finish a cell in the 1-2 minutes left of a 540-second call: the grid fills one
+call, and a second call with the same command (cells are cached) runs the AutoAttack of the decisive cells and
+the S2AP cells. ``--amp`` (bf16 autocast in training; evaluation stays fp32) would shorten the training part,
+at the cost of a numeric setting the CPU grids did not use; it was not needed for the grid to fit.
 """
 
 from __future__ import annotations
@@ -424,7 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, help="the deadline (default 540; tiny 600)")
     parser.add_argument("--jobs", type=int, help="cells at a time per model (default 14; tiny 2)")
     parser.add_argument("--train-examples", type=int, help="training images (default 8000; tiny 300)")
-    parser.add_argument("--s2ap-rho", type=float, default=0.05, help="S2AP's rho for the extra cells (0: none)")
+    parser.add_argument("--s2ap-rho", type=float, default=0.01,
+                        help="S2AP's rho for the extra cells, as in the CPU grids (0: none)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast in training (faster, not the CPU grid's)")
     parser.add_argument("--results-dir", type=Path,
                         help="where the small result files go (default benchmarks/results/compare-paper-gpu; "

@@ -50,10 +50,10 @@ def test_the_dry_run_plans_the_full_width_models_on_the_gpu(script, tmp_path, ca
         assert "--amp" not in command.split()
     s2ap = [c for c in compares if "--prune-s2ap-rho" in c]
     for command in s2ap:
-        assert flag(command, "--prune-s2ap-rho") == "0.05"
+        assert flag(command, "--prune-s2ap-rho") == "0.01"
         assert flag(command, "--compare-methods") == "harp,hydra:lamp,frontier"
         assert (flag(command, "--compare-sparsities"), flag(command, "--compare-seeds")) == ("0.999", "0")
-        assert flag(command, "--out-dir") == str(tmp_path / f"{flag(command, '--model')}-s2ap-0.05")
+        assert flag(command, "--out-dir") == str(tmp_path / f"{flag(command, '--model')}-s2ap-0.01")
     autoattack = [line.strip() for line in printed.splitlines() if "autoattack_cells.py" in line]
     assert len(autoattack) == 4  # per model and sparsity
     for command in autoattack:

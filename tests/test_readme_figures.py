@@ -91,6 +91,7 @@ def test_autoattack_table_is_the_committed_evaluation():
 @pytest.mark.parametrize("header, folder", [
     ("| method (small_cnn, re-trained dense model) | 99.9 % | 99 % |", "compare-full/frontier-round"),
     ("| method (resnet18_w16) | 99.9 % | 99 % |", "compare-resnet"),
+    ("| method (resnet18, one H200) | 99.9 % | 99 % |", "compare-paper-gpu/resnet18"),
 ])
 def test_frontier_comparison_tables_are_the_committed_grids(header, folder):
     compare = json.loads((RESULTS / folder / "compare.json").read_text())
