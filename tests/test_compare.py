@@ -138,6 +138,15 @@ def test_parallel_cells_equal_sequential_cells(tmp_path, tiny_splits, monkeypatc
     cell_log = Cell("harp", 0.99, 0).path(tmp_path / "parallel" / "cmp") / "log.txt"
     assert "[prune] epoch 1/1" in cell_log.read_text()
 
+    # a worker's failure is reported with the others' results kept, its traceback in the cell's log
+    result_json = cell_log.parent / "result.json"
+    planted = json.loads(result_json.read_text())
+    planted["config"]["finetune"]["lr"] = 0.5
+    result_json.write_text(json.dumps(planted))
+    with pytest.raises(HarpError, match=r"^1 of 2 cells failed; .*harp at sparsity 0.99, seed 0: .*different settings"):
+        compare(_config(tmp_path / "parallel", **{"compare.jobs": 2}), splits=tiny_splits)
+    assert "Traceback" in cell_log.read_text()
+
 
 @pytest.mark.parametrize("name", preset_names())
 def test_presets_build_a_valid_comparison(name):
@@ -192,3 +201,25 @@ def test_a_cached_cell_made_under_another_method_default_is_refused(tmp_path):
     old_hydra = {key: value for key, value in hp.build_pruner("hydra", 0.99).describe().items() if key != "s2ap_rho"}
     cells_module.check_cached_options(old_hydra, hydra, tmp_path / "result.json")  # s2ap_rho's default is the old way
     assert rebuild_pruner(before).options.value_scale == "shared"  # a checkpoint from then rebuilds as it ran
+
+
+@pytest.mark.parametrize("error", [HarpError("a bad input"), RuntimeError("a bug")])
+def test_a_failed_cell_does_not_stop_the_others(tmp_path, monkeypatch, capsys, error):
+    config = _config(tmp_path, **{"compare.methods": "harp,lwm", "compare.seeds": "0,1"})
+    cells = grid(config)
+    ran = []
+
+    def fake_run_cell(config, cell, root, source, splits):
+        ran.append(cell)
+        if cell == cells[0]:
+            raise error
+        return {"label": cell.label}
+
+    monkeypatch.setattr(cells_module, "run_cell", fake_run_cell)
+    with pytest.raises(HarpError) as raised:
+        cells_module.run_cells(config, cells, tmp_path, tmp_path / "dense.pt", None, meanwhile=lambda: None)
+    assert ran == cells  # every cell after the failed one still ran
+    message = str(raised.value)
+    assert message.startswith(f"1 of {len(cells)} cells failed") and str(error) in message
+    assert f"{cells[0].label} at sparsity 0.99, seed {cells[0].seed}" in message
+    assert ("Traceback" in capsys.readouterr().err) == (not isinstance(error, HarpError))

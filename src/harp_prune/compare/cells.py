@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -101,7 +102,21 @@ def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, spl
     # line-buffered, so the log can be followed while the cell runs
     with open(log_path, "a", buffering=1) as stream, contextlib.redirect_stdout(stream), \
             contextlib.redirect_stderr(stream):
-        return run_cell(config, cell, root, source, splits)
+        try:
+            return run_cell(config, cell, root, source, splits)
+        except Exception:
+            traceback.print_exc()  # the main process reports one line; the cell's log keeps the whole story
+            raise
+
+
+def _failure(cell: Cell, root: Path, exc: Exception) -> str:
+    return f"{cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: {exc} ({cell.path(root) / 'log.txt'})"
+
+
+def _raise_failures(failures: list[str], cells: list[Cell]) -> None:
+    if failures:
+        raise HarpError(f"{len(failures)} of {len(cells)} cells failed; the others finished and are cached, so "
+                        f"the same command again retries only these: {'; '.join(failures)}")
 
 
 def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, splits: Splits,
@@ -114,9 +129,20 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
     receive the loaded ``splits`` (torch shares their tensors through shared memory).
     """
     jobs = min(config.compare.jobs, len(cells))
+    failures: list[str] = []  # a failed cell does not stop the others: a long grid keeps what it can
     if jobs <= 1:
         side = meanwhile()
-        return [run_cell(config, cell, root, source, splits) for cell in cells], side
+        finished = []
+        for cell in cells:
+            try:
+                finished.append(run_cell(config, cell, root, source, splits))
+            except Exception as exc:
+                if not isinstance(exc, HarpError):  # a bug, not bad input: its traceback, then the next cell
+                    traceback.print_exc()
+                failures.append(_failure(cell, root, exc))
+                log(f"[compare] failed: {failures[-1]}")
+        _raise_failures(failures, cells)
+        return finished, side
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"[compare] {len(cells)} cells, {jobs} at a time ({threads} CPU thread(s) each); "
         "each cell logs to cells/.../log.txt")
@@ -135,9 +161,10 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
                 cell = pending[future]
                 try:
                     result = results[cell] = future.result()
-                except Exception as exc:
-                    raise HarpError(f"cell {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed} failed "
-                                    f"({exc}); see {cell.path(root) / 'log.txt'}") from exc
+                except Exception as exc:  # the worker's traceback is in the cell's log
+                    failures.append(_failure(cell, root, exc))
+                    log(f"[compare] failed: {failures[-1]}")
+                    continue
                 evaluation = result["evaluation"]
                 robust = ", ".join(f"{name} {100 * acc:.2f}" for name, acc in evaluation["robust_acc"].items())
                 log(f"[compare] ({len(results)}/{len(cells)}) {cell.label} at sparsity {cell.sparsity:g}, seed "
@@ -146,4 +173,5 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+    _raise_failures(failures, cells)
     return [results[cell] for cell in cells], side
