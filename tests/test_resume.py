@@ -17,7 +17,9 @@ ARGS = ["--no-progress", "--data-train-examples", "200", "--data-val-fraction", 
 
 def test_killed_stage_resumes_and_matches_an_uninterrupted_run(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # the killed epochs must run on as many threads as the in-process ones (conftest's), or their floating-point
+    # sums are ordered differently: with OMP_NUM_THREADS=1 set outside, the child would run on one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen([sys.executable, "-m", "harp_prune.cli", "pretrain", "--out-dir", str(killed), *ARGS],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "pretrain" / "last.pt"
