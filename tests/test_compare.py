@@ -223,3 +223,29 @@ def test_a_failed_cell_does_not_stop_the_others(tmp_path, monkeypatch, capsys, e
     assert message.startswith(f"1 of {len(cells)} cells failed") and str(error) in message
     assert f"{cells[0].label} at sparsity 0.99, seed {cells[0].seed}" in message
     assert ("Traceback" in capsys.readouterr().err) == (not isinstance(error, HarpError))
+
+
+def test_a_cached_cell_is_compared_by_its_methods_effective_options(tmp_path):
+    """A cell made with a method option set to its default is the cell asked for without it, and the other way
+    round; one made with another value is refused, whether that value was set or a default."""
+    def config(**options):
+        return build_config(prune={"method": "frontier", "sparsity": 0.99, **options}, out_dir=str(tmp_path))
+
+    def cell(**options):
+        return {"config": config(**options).to_dict(),
+                "pruning": hp.build_pruner("frontier", 0.99, **options).describe()}
+
+    where = tmp_path / "result.json"
+    cells_module.check_cached_cell(cell(travel=3), config(), "frontier", where)
+    cells_module.check_cached_cell(cell(), config(travel=3), "frontier", where)
+    with pytest.raises(HarpError, match=r"travel=2\.0, now 3\.0"):
+        cells_module.check_cached_cell(cell(travel=2), config(), "frontier", where)
+    with pytest.raises(HarpError, match=r"travel=3\.0, now 2\.0"):
+        cells_module.check_cached_cell(cell(), config(travel=2), "frontier", where)
+    # a record without the pruner's (older cells): what was set is all there is to compare
+    with pytest.raises(HarpError, match="different settings"):
+        cells_module.check_cached_cell({"config": cell(travel=3)["config"]}, config(), "frontier", where)
+    # settings that are not the method's still count
+    changed = dataclasses.replace(config(), finetune=dataclasses.replace(config().finetune, lr=0.5))
+    with pytest.raises(HarpError, match="different settings"):
+        cells_module.check_cached_cell(cell(), changed, "frontier", where)

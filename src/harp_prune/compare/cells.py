@@ -57,14 +57,26 @@ def check_cached_options(recorded: dict[str, Any] | None, config: RunConfig, wha
                         "use another --out-dir or delete it to recompute")
 
 
+def check_cached_cell(result: dict[str, Any], config: RunConfig, method: str, what: Path) -> None:
+    """Refuse a cached cell made under other settings than ``config``'s (the cell's own config).
+
+    With the cell's pruner record, the method's options are compared by their effective values
+    (``check_cached_options``), so a cell made with ``--prune-travel 3`` is the cell asked for with the
+    default 3; the rest of the settings as recorded. An older record without it: every setting as recorded.
+    """
+    recorded = result.get("pruning")
+    method_keys = tuple(f"prune.{key}" for key in PRUNERS.option_owners()) if recorded else not_taken(method)
+    check_cache(result["config"], config, CELL_KEYS, what, ignore=method_keys)
+    check_cached_options(recorded, config, what)
+
+
 def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Splits) -> dict[str, Any]:
     """Prune, fine-tune and evaluate one cell, or return its cached result."""
     done = cell.path(root) / "result.json"
     cfg = cell_config(config, cell, source, root)
     if done.exists():
         result = json.loads(done.read_text())
-        check_cache(result["config"], cfg, CELL_KEYS, done, ignore=not_taken(cell.method))
-        check_cached_options(result.get("pruning"), cfg, done)
+        check_cached_cell(result, cfg, cell.method, done)
         log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: finished earlier ({done})")
         return result
     log(f"[compare] {cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}")
