@@ -191,6 +191,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         shared["compare.jobs"] = args.jobs
     if args.train_examples:
         shared["data.train_examples"] = args.train_examples
+    if args.pretrain_epochs:
+        shared["pretrain.epochs"] = args.pretrain_epochs
     if args.amp:
         shared["amp"] = True
     out = args.out_dir.resolve()  # the jobs run in the repository root
@@ -408,6 +410,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, help="the deadline (default 540; tiny 600)")
     parser.add_argument("--jobs", type=int, help="cells at a time per model (default 14; tiny 2)")
     parser.add_argument("--train-examples", type=int, help="training images (default 8000; tiny 300)")
+    parser.add_argument("--pretrain-epochs", type=int,
+                        help="dense pre-training epochs (default 8, as the CPU grid; vgg16_bn was still "
+                             "under-trained after 8: use another --out-dir for another value)")
     parser.add_argument("--s2ap-rho", type=float, default=0.01,
                         help="S2AP's rho for the extra cells, as in the CPU grids (0: none)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast in training (faster, not the CPU grid's)")

@@ -64,12 +64,13 @@ def test_the_dry_run_plans_the_full_width_models_on_the_gpu(script, tmp_path, ca
 
 def test_options_change_the_plan(script, tmp_path, capsys):
     script.main(["--dry-run", "--out-dir", str(tmp_path), "--amp", "--s2ap-rho", "0", "--models", "resnet18",
-                 "--train-examples", "4000", "--jobs", "7"])
+                 "--train-examples", "4000", "--jobs", "7", "--pretrain-epochs", "30"])
     compares = [line.split() for line in capsys.readouterr().out.splitlines() if " -m harp_prune compare " in line]
     assert len(compares) == 1  # no S2AP cells with rho 0
     command = " ".join(compares[0])
     assert "--amp" in compares[0]
     assert (flag(command, "--data-train-examples"), flag(command, "--compare-jobs")) == ("4000", "7")
+    assert flag(command, "--pretrain-epochs") == "30"
 
 
 def test_the_tiny_mode_is_small_and_on_the_cpu(script, tmp_path, capsys):
