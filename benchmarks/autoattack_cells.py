@@ -53,6 +53,7 @@ def evaluate_cells(root: Path, cells: list[Path], device: str, eval_batch_size: 
             results.append(json.loads(out.read_text()))
             continue
         started = time.perf_counter()
+        print(f"[autoattack] {cell.relative_to(root)}: started on {ctx.device}", flush=True)  # a cell takes minutes
         model, _, _ = load_model(cell / "finetune" / "final.pt", device=ctx.device)
         evaluation = pipeline.evaluate(config, model=model, ctx=ctx)
         robust = evaluation["robust_acc"]
