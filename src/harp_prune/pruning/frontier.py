@@ -120,7 +120,8 @@ class FrontierPruner(Pruner):
         values = [layer.frontier_gradient() for layer in self.layers]
         if any(value is None for value in values) or self.options.rate_step == 0:
             return
-        value = torch.stack([v.detach().float().cpu() for v in values])  # type: ignore[union-attr]
+        # one read from the device for all layers (the running statistics live on the host)
+        value = torch.stack([v.detach().float() for v in values]).cpu()  # type: ignore[union-attr]
         decay = float(self.options.value_decay)
         # 'shared' compares the layers' values on one scale; 'layer' divides each by its own noise: on a
         # residual network the layers' per-step values differ 5,000-fold in spread (docs/frontier.md)
