@@ -8,9 +8,10 @@ both at once on one device:
    global-magnitude and frontier at 99.9 % and 99 % sparsity, seeds 0 and 1 (28 cells per model,
    ``--compare-jobs`` worker processes sharing the GPU; the 99.9 % column comes first);
 2. AutoAttack (standard, ``benchmarks/autoattack_cells.py``, 500 test images) on the decisive cells only: as
-   soon as every cell of a (model, sparsity) column has finished, the three methods with the highest mean PGD-20
-   over the seeds, both seeds, one process per method (``<out>/autoattack-selection.json`` records the ranking);
-3. once a model's grid has finished, if time is left: S2AP (``--prune-s2ap-rho``) cells for harp, hydra:lamp and
+   soon as every cell of a (model, sparsity) column has finished (or, once the model's compare has ended with
+   some cells failed, those that did), the three methods with the highest mean PGD-20 over the seeds, both
+   seeds, one process per method (``<out>/autoattack-selection.json`` records the ranking);
+3. once a model's grid has ended (its pre-training done), if time is left: S2AP (``--prune-s2ap-rho``) cells for harp, hydra:lamp and
    frontier at 99.9 %, seed 0, in ``<out>/<model>-s2ap-<rho>`` (compare caches cells by path, so they get their
    own out dir, with a copy of the model's ``pretrain/`` and ``dense.json``).
 
@@ -214,15 +215,23 @@ def folder_name(cell: Cell, root: Path) -> str:
     return cell.path(root).parent.parent.name
 
 
-def ranking(run: CompareRun, cells: list[Cell]) -> list[tuple[str, float]] | None:
-    """The methods of ``cells`` by mean robust accuracy over their seeds, best first; None until all finished."""
+def ranking(run: CompareRun, cells: list[Cell], ended: bool = False) -> list[tuple[str, float]] | None:
+    """The methods of ``cells`` by mean robust accuracy over their seeds, best first; None until all finished.
+
+    Once the compare has ``ended`` (a cell that failed will not finish; compare runs the others to the end),
+    the finished cells are ranked, and None only when none finished.
+    """
     accuracies: dict[str, list[float]] = {}
     for cell in cells:
         done = cell.path(run.root) / "result.json"
         if not done.exists():
+            if ended:
+                continue
             return None
         robust = json.loads(done.read_text())["evaluation"]["robust_acc"][run.metric]
         accuracies.setdefault(folder_name(cell, run.root), []).append(robust)
+    if not accuracies:
+        return None
     return sorted(((name, statistics.fmean(values)) for name, values in accuracies.items()), key=lambda m: -m[1])
 
 
@@ -306,8 +315,12 @@ def run(plan: Plan) -> dict[str, Any]:
             jobs.poll()
             for column in list(unranked):
                 compare, sparsity, cells = column
-                ranked = ranking(compare, cells)
+                ended = compare.name in jobs.exit_codes
+                ranked = ranking(compare, cells, ended)
                 if ranked is None:
+                    if ended:  # nothing of this column finished: no AutoAttack for it
+                        unranked.remove(column)
+                        say(f"no AutoAttack for {compare.name} at {sparsity:g}: none of its cells finished")
                     continue
                 unranked.remove(column)
                 chosen = ranked[:plan.profile.top]
@@ -318,9 +331,11 @@ def run(plan: Plan) -> dict[str, Any]:
                     jobs.start(f"autoattack-{compare.name}-{name}-{sparsity:g}",
                                autoattack_command(plan, compare, name, sparsity))
             for name, s2ap in list(s2ap_waiting.items()):
-                if jobs.exit_codes.get(name) == 0:
+                source = next(r for r in plan.main if r.name == name)
+                # the S2AP cells need the model's pre-training, not every one of its cells
+                if name in jobs.exit_codes and (source.root / "pretrain" / "final.pt").exists():
                     del s2ap_waiting[name]
-                    copy_pretrained(next(r for r in plan.main if r.name == name), s2ap)
+                    copy_pretrained(source, s2ap)
                     jobs.start(s2ap.name, s2ap.command())
             if not jobs.running:
                 break  # everything that could start has started and ended

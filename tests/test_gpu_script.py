@@ -96,6 +96,11 @@ def test_autoattack_takes_the_three_best_methods_by_mean_pgd20_once_the_column_f
         accuracy = pgd20[script.folder_name(cell, compare.root)][cell.seed]
         done.write_text(json.dumps({"evaluation": {"robust_acc": {"pgd20": accuracy}}}))
     assert script.ranking(compare, column) is None  # one cell is still running
+    # once the compare has ended, a cell that failed will not finish: the finished ones are ranked
+    ended = script.ranking(compare, column, ended=True)
+    assert [name for name, _ in ended[:3]] == ["hydra-lamp", "frontier", "harp"]
+    assert dict(ended)["frontier"] == pytest.approx(0.45)  # its one finished seed
+    assert script.ranking(compare, compare.columns()[0.99], ended=True) is None  # nothing of it finished
     last = column[-1].path(compare.root) / "result.json"
     last.parent.mkdir(parents=True)
     last.write_text(json.dumps({"evaluation": {"robust_acc": {"pgd20": pgd20["frontier"][column[-1].seed]}}}))
