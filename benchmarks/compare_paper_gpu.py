@@ -11,9 +11,9 @@ both at once on one device:
    soon as every cell of a (model, sparsity) column has finished (or, once the model's compare has ended with
    some cells failed, those that did), the three methods with the highest mean PGD-20 over the seeds, both
    seeds, one process per method (``<out>/autoattack-selection.json`` records the ranking);
-3. once a model's grid has ended (its pre-training done), if time is left: S2AP (``--prune-s2ap-rho``) cells for harp, hydra:lamp and
-   frontier at 99.9 %, seed 0, in ``<out>/<model>-s2ap-<rho>`` (compare caches cells by path, so they get their
-   own out dir, with a copy of the model's ``pretrain/`` and ``dense.json``).
+3. once a model's grid has ended (its pre-training done), if time is left: S2AP (``--prune-s2ap-rho``) cells
+   for harp, hydra:lamp and frontier at 99.9 %, seed 0, in ``<out>/<model>-s2ap-<rho>`` (compare caches cells by
+   path, so they get their own out dir, with a copy of the model's ``pretrain/`` and ``dense.json``).
 
 Everything still running at the deadline (``--seconds``, default 540) is killed with its worker processes.
 Finished cells and AutoAttack results are cached, so running the same command again continues. At the end the
