@@ -121,8 +121,10 @@ def _cell_in_worker(config: RunConfig, cell: Cell, root: Path, source: Path, spl
             raise
 
 
-def _failure(cell: Cell, root: Path, exc: Exception) -> str:
-    return f"{cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: {exc} ({cell.path(root) / 'log.txt'})"
+def _record_failure(failures: list[str], cell: Cell, root: Path, exc: Exception) -> None:
+    failures.append(f"{cell.label} at sparsity {cell.sparsity:g}, seed {cell.seed}: {exc} "
+                    f"({cell.path(root) / 'log.txt'})")
+    log(f"[compare] failed: {failures[-1]}")
 
 
 def _raise_failures(failures: list[str], cells: list[Cell]) -> None:
@@ -151,8 +153,7 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
             except Exception as exc:
                 if not isinstance(exc, HarpError):  # a bug, not bad input: its traceback, then the next cell
                     traceback.print_exc()
-                failures.append(_failure(cell, root, exc))
-                log(f"[compare] failed: {failures[-1]}")
+                _record_failure(failures, cell, root, exc)
         _raise_failures(failures, cells)
         return finished, side
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -174,8 +175,7 @@ def run_cells(config: RunConfig, cells: list[Cell], root: Path, source: Path, sp
                 try:
                     result = results[cell] = future.result()
                 except Exception as exc:  # the worker's traceback is in the cell's log
-                    failures.append(_failure(cell, root, exc))
-                    log(f"[compare] failed: {failures[-1]}")
+                    _record_failure(failures, cell, root, exc)
                     continue
                 evaluation = result["evaluation"]
                 robust = ", ".join(f"{name} {100 * acc:.2f}" for name, acc in evaluation["robust_acc"].items())

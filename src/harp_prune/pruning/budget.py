@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.rates import keep_ratio, kept_count
+from harp_prune.pruning.rates import keep_ratio
 from harp_prune.pruning.weight_mask import WeightMask
 
 # The realised kept count may differ from round(a_t * N) by at most this fraction of it (or one weight).
@@ -37,16 +37,14 @@ def kept_at_offset(layers: list[WeightMask], offset: float, rates: list[torch.Te
     total = 0
     for layer, rate in zip(layers, rates or [layer.rate.detach() for layer in layers], strict=True):
         shifted = rate + offset  # the same float32 arithmetic as rate.add_(offset)
-        ratio = float(keep_ratio(shifted, layer.min_keep, layer.max_keep))
-        total += kept_count(ratio, layer.units) * (layer.numel // layer.units)
+        total += layer.kept_at(float(keep_ratio(shifted, layer.min_keep, layer.max_keep)))
     return total
 
 
 def masks_kept(layers: list[WeightMask]) -> int:
     """``sum(layer.kept() for layer in layers)`` with one read of the keep-ratios from their device."""
     ratios = torch.stack([layer.keep_ratio().detach() for layer in layers]).cpu().tolist()
-    return sum(kept_count(ratio, layer.units) * (layer.numel // layer.units)
-               for ratio, layer in zip(ratios, layers, strict=True))
+    return sum(layer.kept_at(ratio) for ratio, layer in zip(ratios, layers, strict=True))
 
 
 def budget_slack(target: int) -> int:

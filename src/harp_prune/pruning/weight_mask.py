@@ -118,6 +118,10 @@ class WeightMask(nn.Module):
         """How many weights the current mask keeps."""
         return self.kept_units() * (self.numel // self.units)
 
+    def kept_at(self, ratio: float) -> int:
+        """How many weights the mask would keep at keep-ratio ``ratio`` (``kept()`` at the current one)."""
+        return kept_count(ratio, self.units) * (self.numel // self.units)
+
     def weight_mask(self) -> torch.Tensor:
         """The mask as a view that broadcasts over the weight (the weight's own shape for weight masks)."""
         return self.mask().view(self.mask_view_shape())
