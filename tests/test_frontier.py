@@ -164,6 +164,29 @@ def test_travel_bounds_each_layer_within_a_factor_of_its_initial_count(trained_m
     assert unbounded.layers[0].kept() < start[0] / 2 - 1
 
 
+def test_move_epochs_holds_the_allocation_after_those_epochs(trained_model):
+    pruner = build_pruner("frontier", 0.99, rate_step=0.2, move_epochs=1)
+    pruner.attach(copy.deepcopy(trained_model))
+    values = [1.0] + [-1.0] * (len(pruner.layers) - 1)
+    start = [layer.kept() for layer in pruner.layers]
+    for _ in range(5):
+        _feed_values(pruner, values)
+        pruner.after_step()
+    moved = [layer.kept() for layer in pruner.layers]
+    assert moved != start and not pruner.allocation_held
+    pruner.end_epoch(0)
+    assert pruner.allocation_held
+    rates = [layer.rate.clone() for layer in pruner.layers]
+    for _ in range(5):
+        _feed_values(pruner, values)
+        pruner.after_step()
+    assert [layer.kept() for layer in pruner.layers] == moved
+    assert all(torch.equal(layer.rate, rate) for layer, rate in zip(pruner.layers, rates, strict=True))
+    twin = rebuild_pruner(pruner.describe())  # a resumed run holds it too
+    twin.load_state_dict(pruner.state_dict())
+    assert twin.allocation_held
+
+
 @pytest.mark.parametrize("value_scale", ["shared", "layer"])
 def test_state_round_trip_and_rebuild(trained_model, value_scale):
     model = copy.deepcopy(trained_model)
@@ -195,7 +218,8 @@ def test_state_written_before_value_scale_loads_into_the_first_version_only():
 @pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),
                                            ({"value_decay": 1.0}, "value_decay"), ({"alpha": 1.0}, "alpha"),
                                            ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0"),
-                                           ({"value_scale": "nope"}, "value_scale"), ({"travel": 0.5}, "travel")])
+                                           ({"value_scale": "nope"}, "value_scale"), ({"travel": 0.5}, "travel"),
+                                           ({"move_epochs": -1}, "move_epochs"), ({"move_epochs": 1.5}, "move_epochs")])
 def test_bad_options_name_themselves(options, word):
     with pytest.raises(HarpError, match=word):
         build_pruner("frontier", 0.99, **options)

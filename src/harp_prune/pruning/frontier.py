@@ -43,6 +43,8 @@ class FrontierOptions(ScoreSharpnessOptions):
     travel: float = option(3.0, "how far a layer's kept count may move from its initial count, as a factor "
                                 "(3: between a third and three times it); 0: as far as the floor a_min and 1",
                            legacy=0.0)
+    move_epochs: int = option(0, "the allocation moves during the first N pruning epochs and is then held, so "
+                                 "the scores settle on it; 0: it moves in every epoch")
     alpha: float = option(0.01, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
 
     def __post_init__(self) -> None:
@@ -57,6 +59,9 @@ class FrontierOptions(ScoreSharpnessOptions):
             raise HarpError(f"value_decay must lie in [0, 1), got {self.value_decay}")
         if number("travel", self.travel) != 0 and self.travel <= 1:
             raise HarpError(f"travel must be a factor above 1 (or 0: unbounded), got {self.travel}")
+        if number("move_epochs", self.move_epochs) < 0 or self.move_epochs != int(self.move_epochs):
+            raise HarpError(f"move_epochs must be a whole number of epochs >= 0 (0: every epoch), "
+                            f"got {self.move_epochs}")
         if not 0.0 <= number("alpha", self.alpha) < 1.0:
             raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {self.alpha}")
 
@@ -94,6 +99,7 @@ class FrontierPruner(Pruner):
         self.min_keep = float(self.options.alpha) * self.target_density
         self.running_value: torch.Tensor | None = None  # per layer: running mean of the marginal value
         self.running_square: torch.Tensor | None = None  # running mean of its square (per layer, or over layers)
+        self.epochs_done = 0  # pruning epochs ended: move_epochs counts them
 
     def initialize(self, layers: list[WeightMask]) -> None:
         scaled_score_init(layers)
@@ -118,7 +124,7 @@ class FrontierPruner(Pruner):
     @torch.no_grad()
     def after_step(self) -> None:
         values = [layer.frontier_gradient() for layer in self.layers]
-        if any(value is None for value in values) or self.options.rate_step == 0:
+        if any(value is None for value in values) or self.options.rate_step == 0 or self.allocation_held:
             return
         # one read from the device for all layers (the running statistics live on the host)
         value = torch.stack([v.detach().float() for v in values]).cpu()  # type: ignore[union-attr]
@@ -139,13 +145,20 @@ class FrontierPruner(Pruner):
             layer.rate.add_(step).clamp_(-RATE_LIMIT, RATE_LIMIT)
         project_to_budget(self.layers, self.target_density)
 
+    @property
+    def allocation_held(self) -> bool:
+        """Whether the allocation is held from now on (``move_epochs`` pruning epochs have ended)."""
+        return 0 < int(self.options.move_epochs) <= self.epochs_done
+
     def end_epoch(self, epoch: int) -> dict[str, float]:
+        self.epochs_done = epoch + 1
         return {"budget_reached": 1.0}
 
     def state_dict(self) -> dict:
         state = {name: None if value is None else value.tolist()
                  for name, value in (("running_value", self.running_value), ("running_square", self.running_square))}
-        return {**state, "value_scale": self.options.value_scale, "travel": self.options.travel}
+        return {**state, "value_scale": self.options.value_scale, "travel": self.options.travel,
+                "epochs_done": self.epochs_done}
 
     def load_state_dict(self, state: dict) -> None:
         # a state written before value_scale and travel existed is the first version's ('shared', unbounded)
@@ -154,6 +167,7 @@ class FrontierPruner(Pruner):
             raise HarpError(f"this frontier state was written with value_scale {made[0]} and travel {made[1]:g}, "
                             f"this run has {self.options.value_scale} and {self.options.travel:g}; resume with "
                             f"--prune-value-scale {made[0]} --prune-travel {made[1]:g}, or start in a new --out-dir")
+        self.epochs_done = int(state.get("epochs_done", 0))
         saved = state.get("running_value")
         self.running_value = None if saved is None else torch.tensor(saved)
         self.running_square = None if saved is None else torch.tensor(state["running_square"], dtype=torch.float64)
