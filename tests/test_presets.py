@@ -30,6 +30,16 @@ def test_an_existing_file_wins_over_a_preset(tmp_path, monkeypatch):
     assert resolve_config_file("compare-small") == PRESET_DIR / "compare-small.yaml"
 
 
+def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """The compare presets write to runs/<name>: from inside runs/, --config <name> still means the preset."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "compare-small").mkdir()
+    assert resolve_config_file("compare-small") == PRESET_DIR / "compare-small.yaml"
+    (tmp_path / "my-settings").mkdir()
+    with pytest.raises(HarpError, match=r"--config my-settings is a directory, not a config file; .*compare-small"):
+        resolve_config_file("my-settings")
+
+
 @pytest.mark.parametrize("text", ["paper-cifar10-vgg", "configs/paper-cifar10-vgg16.yaml"])
 def test_neither_file_nor_preset_is_one_line_listing_the_presets(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -23,13 +23,18 @@ def resolve_config_file(text: str) -> Path:
     """The config file ``--config text`` means: an existing path first, else a shipped preset by name.
 
     A name matches with or without ``.yaml`` (``paper-cifar10-vgg16`` or ``paper-cifar10-vgg16.yaml``); a text
-    with a directory part is only ever a path, so a mistyped path is reported rather than silently replaced.
+    with a directory part is only ever a path, so a mistyped path is reported rather than silently replaced. A
+    directory is never a config file: ``--config compare-full`` run beside the run folder ``compare-full`` that
+    preset writes still means the preset.
     """
     path = Path(text)
-    if path.exists():
+    if path.exists() and not path.is_dir():
         return path
     name = text.removesuffix(SUFFIX)
     if path.name == text and name in preset_names():
         return PRESET_DIR / f"{name}{SUFFIX}"
+    if path.is_dir():
+        raise HarpError(f"--config {text} is a directory, not a config file; give a YAML file's path or one of "
+                        f"the presets: {', '.join(preset_names())}")
     raise HarpError(f"--config {text}: no such file and no shipped preset of that name; give a YAML file's path "
                     f"or one of the presets: {', '.join(preset_names())}")
