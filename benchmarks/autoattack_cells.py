@@ -85,18 +85,15 @@ def short_flag(flag: str) -> str:
     return flag.removeprefix("autoattack: ")
 
 
-def report(root: Path, cells: list[Path], examples: int | None) -> str:
-    """Markdown: natural / PGD-20 / AutoAttack per method and sparsity on the same images: the mean over seeds
-    ± its test-set standard error, the spread (population std) over the seeds, and AutoAttack's flags."""
+def table_rows(results: list[dict]) -> list[str]:
+    """One markdown row per method and sparsity of ``results`` (the records ``evaluate_cells`` writes): natural /
+    PGD-20 / AutoAttack, the mean over seeds ± its test-set standard error, the spread (population std) over
+    the seeds, and AutoAttack's flags."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for cell in cells:
-        if (cell / result_name(examples)).exists():
-            key = (cell.parent.parent.name, cell.parent.name.removeprefix("sparsity-"))
-            groups.setdefault(key, []).append(json.loads((cell / result_name(examples)).read_text()))
-    lines = [f"AutoAttack on cells of {root}: natural / PGD-20 / AutoAttack accuracy (%) on the same test images; "
-             "mean over seeds ± its binomial standard error on that many images, [spread over seeds]", "",
-             "| method | sparsity | seeds | images | natural | PGD-20 | AutoAttack | AutoAttack's flags |",
-             "|---|---|---|---|---|---|---|---|"]
+    for result in results:  # result["cell"] is cells/<method>/sparsity-<s>/seed-<n>
+        _, method, sparsity, _ = Path(result["cell"]).parts
+        groups.setdefault((method, sparsity.removeprefix("sparsity-")), []).append(result)
+    rows = []
     for (method, sparsity), members in sorted(groups.items(), key=lambda item: (float(item[0][1]), item[0][0])):
         images = members[0]["examples"]
 
@@ -108,9 +105,20 @@ def report(root: Path, cells: list[Path], examples: int | None) -> str:
 
         flags = [f"seed {m['cell'].rsplit('seed-', 1)[-1]}: {', '.join(short_flag(f) for f in m['flags'])}"
                  for m in members if m["flags"]]
-        lines.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {images} | "
-                     f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} | "
-                     f"{'; '.join(flags) or 'none'} |")
+        rows.append(f"| {method} | {float(sparsity):.1%} | {len(members)} | {images} | "
+                    f"{stat('natural_acc')} | {stat('pgd20_acc')} | {stat('autoattack_acc')} | "
+                    f"{'; '.join(flags) or 'none'} |")
+    return rows
+
+
+def report(root: Path, cells: list[Path], examples: int | None) -> str:
+    """Markdown: the table of ``table_rows`` over the cells that have a result on ``examples`` images."""
+    results = [json.loads((cell / result_name(examples)).read_text()) for cell in cells
+               if (cell / result_name(examples)).exists()]
+    lines = [f"AutoAttack on cells of {root}: natural / PGD-20 / AutoAttack accuracy (%) on the same test images; "
+             "mean over seeds ± its binomial standard error on that many images, [spread over seeds]", "",
+             "| method | sparsity | seeds | images | natural | PGD-20 | AutoAttack | AutoAttack's flags |",
+             "|---|---|---|---|---|---|---|---|", *table_rows(results)]
     return "\n".join(lines)
 
 
