@@ -185,6 +185,8 @@ def test_move_epochs_holds_the_allocation_after_those_epochs(trained_model):
     twin = rebuild_pruner(pruner.describe())  # a resumed run holds it too
     twin.load_state_dict(pruner.state_dict())
     assert twin.allocation_held
+    with pytest.raises(HarpError, match="--prune-value-scale layer --prune-travel 3 --prune-move-epochs 1"):
+        build_pruner("frontier", 0.99).load_state_dict(pruner.state_dict())  # resumed without move_epochs
 
 
 @pytest.mark.parametrize("value_scale", ["shared", "layer"])
@@ -211,7 +213,7 @@ def test_state_written_before_value_scale_loads_into_the_first_version_only():
     assert torch.equal(first.running_square, torch.tensor(3.0, dtype=torch.float64))
     first.load_state_dict({"running_value": None, "running_square": 0.0})
     assert first.running_value is None and first.running_square is None
-    with pytest.raises(HarpError, match="--prune-value-scale shared --prune-travel 0"):
+    with pytest.raises(HarpError, match="--prune-value-scale shared --prune-travel 0 --prune-move-epochs 0"):
         build_pruner("frontier", 0.99).load_state_dict(old_state)
 
 

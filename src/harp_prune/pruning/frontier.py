@@ -158,15 +158,18 @@ class FrontierPruner(Pruner):
         state = {name: None if value is None else value.tolist()
                  for name, value in (("running_value", self.running_value), ("running_square", self.running_square))}
         return {**state, "value_scale": self.options.value_scale, "travel": self.options.travel,
-                "epochs_done": self.epochs_done}
+                "move_epochs": self.options.move_epochs, "epochs_done": self.epochs_done}
 
     def load_state_dict(self, state: dict) -> None:
-        # a state written before value_scale and travel existed is the first version's ('shared', unbounded)
-        made = (state.get("value_scale", "shared"), float(state.get("travel", 0.0)))
-        if made != (self.options.value_scale, float(self.options.travel)):
-            raise HarpError(f"this frontier state was written with value_scale {made[0]} and travel {made[1]:g}, "
-                            f"this run has {self.options.value_scale} and {self.options.travel:g}; resume with "
-                            f"--prune-value-scale {made[0]} --prune-travel {made[1]:g}, or start in a new --out-dir")
+        # a state written before value_scale and travel existed is the first version's ('shared', unbounded),
+        # one written before move_epochs existed moved in every epoch (0)
+        made = (state.get("value_scale", "shared"), float(state.get("travel", 0.0)), int(state.get("move_epochs", 0)))
+        this_run = (self.options.value_scale, float(self.options.travel), int(self.options.move_epochs))
+        if made != this_run:
+            raise HarpError(f"this frontier state was written with value_scale {made[0]}, travel {made[1]:g} and "
+                            f"move_epochs {made[2]}, this run has {this_run[0]}, {this_run[1]:g} and {this_run[2]}; "
+                            f"resume with --prune-value-scale {made[0]} --prune-travel {made[1]:g} "
+                            f"--prune-move-epochs {made[2]}, or start in a new --out-dir")
         self.epochs_done = int(state.get("epochs_done", 0))
         saved = state.get("running_value")
         self.running_value = None if saved is None else torch.tensor(saved)
