@@ -17,6 +17,7 @@ from harp_prune.errors import HarpError
 from harp_prune.pruning import build_pruner, rebuild_pruner
 from harp_prune.training import PGDAT
 from harp_prune.training.loop import train_epoch
+from harp_prune.training.stage import StageSettings, run_stage
 
 
 def _prune_epoch(model, pruner, splits, steps_seen=None):
@@ -187,6 +188,33 @@ def test_move_epochs_holds_the_allocation_after_those_epochs(trained_model):
     assert twin.allocation_held
     with pytest.raises(HarpError, match="--prune-value-scale layer --prune-travel 3 --prune-move-epochs 1"):
         build_pruner("frontier", 0.99).load_state_dict(pruner.state_dict())  # resumed without move_epochs
+
+
+def test_a_pruning_stage_holds_the_allocation_after_move_epochs(trained_model, tiny_splits, tmp_path):
+    """Through the training stage (which calls end_epoch after each epoch): the counts move in epoch 1 and
+    stand still for every step of epoch 2."""
+    model = copy.deepcopy(trained_model)
+    pruner = build_pruner("frontier", 0.99, rate_step=0.2, move_epochs=1)
+    pruner.attach(model)
+    start = [layer.kept() for layer in pruner.layers]
+    counts: list[tuple[int, list[int]]] = []
+    moving_step = pruner.after_step
+
+    def after_step() -> None:
+        moving_step()
+        counts.append((pruner.epochs_done, [layer.kept() for layer in pruner.layers]))
+
+    pruner.after_step = after_step  # the stage takes the pruner's after_step as it finds it
+    run_stage(StageSettings("prune", epochs=2, lr=0.1, show_progress=False), model,
+              pruner.trainable_parameters(model), PGDAT(PGD(eps=0.1, steps=2, step_size=0.05)),
+              make_loader(tiny_splits.train, 64, shuffle=True, seed=0),
+              make_loader(tiny_splits.val, 128, shuffle=False, seed=0), None, torch.device("cpu"),
+              tmp_path / "prune", {}, pruner=pruner)
+    first = [kept for epoch, kept in counts if epoch == 0]
+    second = [kept for epoch, kept in counts if epoch == 1]
+    assert first and second and len(first) + len(second) == len(counts)
+    assert first[-1] != start, "the allocation never moved in the first epoch"
+    assert all(kept == first[-1] for kept in second), "the allocation moved after move_epochs"
 
 
 @pytest.mark.parametrize("value_scale", ["shared", "layer"])
