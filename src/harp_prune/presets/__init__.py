@@ -33,8 +33,7 @@ def resolve_config_file(text: str) -> Path:
     name = text.removesuffix(SUFFIX)
     if path.name == text and name in preset_names():
         return PRESET_DIR / f"{name}{SUFFIX}"
-    if path.is_dir():
-        raise HarpError(f"--config {text} is a directory, not a config file; give a YAML file's path or one of "
-                        f"the presets: {', '.join(preset_names())}")
-    raise HarpError(f"--config {text}: no such file and no shipped preset of that name; give a YAML file's path "
-                    f"or one of the presets: {', '.join(preset_names())}")
+    problem = (" is a directory, not a config file" if path.is_dir()
+               else ": no such file and no shipped preset of that name")
+    raise HarpError(f"--config {text}{problem}; give a YAML file's path or one of the presets: "
+                    f"{', '.join(preset_names())}")

@@ -123,8 +123,10 @@ class FrontierPruner(Pruner):
 
     @torch.no_grad()
     def after_step(self) -> None:
+        if self.options.rate_step == 0 or self.allocation_held:
+            return  # before reading the values: once held, a step costs nothing here
         values = [layer.frontier_gradient() for layer in self.layers]
-        if any(value is None for value in values) or self.options.rate_step == 0 or self.allocation_held:
+        if any(value is None for value in values):
             return
         # one read from the device for all layers (the running statistics live on the host)
         value = torch.stack([v.detach().float() for v in values]).cpu()  # type: ignore[union-attr]
