@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from harp_prune.pruning import GammaSchedule, HarpPruner, size_loss, soft_density, wrap_model
+from harp_prune.pruning import GammaSchedule, HarpPaperPruner, HarpPruner, size_loss, soft_density, wrap_model
 
 
 def _layers(ratios, sizes):
@@ -51,7 +51,7 @@ def test_gamma_ramps_freezes_and_never_unfreezes():
 
 def test_penalty_gradient_pushes_every_rate_down():
     model = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 10))
-    pruner = HarpPruner(0.99, gamma0=0.1)
+    pruner = HarpPaperPruner(0.99, gamma0=0.1)
     pruner.attach(model)
     pruner.penalty(epoch=2).backward()
     for layer in pruner.layers:

@@ -50,7 +50,9 @@ def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "attacks": attacks,
             "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
             "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
-            "learns_rates": members[0]["gamma0"] is not None,
+            # cells written before "learns" existed: the paper's HARP recorded γ0, frontier learned its rates too
+            "learns_rates": members[0].get("learns", {}).get(
+                "rates", members[0]["gamma0"] is not None or members[0]["method"] == "frontier"),
             "layers": members[0]["evaluation"]["layers"],
         })
     return rows

@@ -123,6 +123,8 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
     train_model = perf.compiled(distributed.wrap_for_training(model, device))
     metric = "robust_acc" if select_attack is not None else "natural_acc"
     log_epoch = settings.metrics.open(settings.name, start) if settings.metrics is not None and main else None
+    if pruner is not None:  # one optimiser step per replay of a batch (Free-AT)
+        pruner.plan(settings.epochs, len(train_loader) * objective.replays)
     for epoch in range(start, settings.epochs):
         lr = cosine_lr(settings.lr, epoch, settings.epochs)
         set_lr(optimizer, lr)
