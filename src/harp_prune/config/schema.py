@@ -105,7 +105,7 @@ class CompareConfig:
                           "an initial strategy (e.g. hydra:lamp)")
     sparsities: str = option("0.9,0.99,0.999", "comma-separated target sparsities")
     seeds: str = option("0", "comma-separated seeds of pruning and fine-tuning (one pre-training)")
-    gamma0_sweep: str = option("", "comma-separated γ0 values: extra HARP cells, e.g. 0.001,0.01,0.1")
+    gamma0_sweep: str = option("", "comma-separated γ0 values: extra harp-paper cells, e.g. 0.001,0.01,0.1")
     jobs: int = option(1, "cells run at once, each in its own process on the same device")
 
 
