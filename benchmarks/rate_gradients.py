@@ -130,7 +130,7 @@ def trace(checkpoint: Path, method: str, sparsity: float, epochs: int, options: 
             row.update({"slope": slopes, "adversarial_per_weight": [(g - s) / layer.numel for g, s, layer
                                                                     in zip(grads, size, layers, strict=True)],
                         "price_per_weight": row["gamma"] / (pruner.target_density * total) if hinge else 0.0})
-        row.update({"rate": [float(layer.rate) for layer in layers],
+        row.update({"rate": [layer.rate.item() for layer in layers],
                     "keep_ratio": [float(layer.keep_ratio()) for layer in layers],
                     "kept": [layer.kept() for layer in layers],
                     "soft_density": float(pruner.soft_size()), "density": pruner.density()})
