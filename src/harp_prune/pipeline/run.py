@@ -73,6 +73,8 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
 
 def summarize(results: dict[str, Any]) -> str:
     table = comparison_table({"dense": results["dense"], "pruned": results["pruned"]})
+    if warning := (results["pruned"].get("budget") or {}).get("warning"):
+        table += f"\n\nwarning: {warning}"
     return (f"## dense vs pruned ({results['config']['prune']['method']}, "
             f"{results['pruned']['examples']} test images, eps {results['pruned']['eps']:.4g})\n\n{table}\n\n"
             f"## per-layer keep-ratios of the pruned model\n\n{layer_table(results['pruned'])}\n\n"

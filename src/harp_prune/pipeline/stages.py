@@ -190,9 +190,9 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
     result = _train(ctx, "prune", model, params, pruner, resume, settings)
     shift = pruner.finalize()
     report, budget = pruner.report(model), pruner.budget_report()
-    log(f"[prune] budget projection shifted the rate logits by {shift:+.4f}: {budget_line(budget)} "
-        f"(--sparsity {pruner.sparsity} of {budget['sparsity_of']}), "
-        f"{report.kept:,} of {report.total:,} weights kept")
+    moved = f"the budget projection moved the rates by {shift:+.4f}" if shift else "met as learned, not projected"
+    log(f"[prune] {budget_line(budget)} (--sparsity {pruner.sparsity} of {budget['sparsity_of']}), "
+        f"{report.kept:,} of {report.total:,} weights kept; {moved}")
     return _finish(ctx, "prune", model, pruner, result)
 
 
