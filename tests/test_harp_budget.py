@@ -11,6 +11,7 @@ import torch
 
 from harp_prune.attacks import PGD
 from harp_prune.data import make_loader, make_splits
+from harp_prune.evaluation import budget_line
 from harp_prune.models import build_model
 from harp_prune.pruning import HarpPaperPruner, HarpPruner, WeightMask, build_pruner
 from harp_prune.training import PGDAT
@@ -79,6 +80,7 @@ def _saturated(method: str, sparsity: float = 0.999) -> tuple[torch.nn.Module, l
 def test_projection_keeps_order_and_proportions_and_never_empties_a_layer(method):
     _, layers, pruner = _saturated(method)
     before = [float(layer.keep_ratio()) for layer in layers]
+    learned_count = sum(int(layer.mask().sum()) for layer in layers)  # counted from the masks themselves
     pruner.finalize()
     after = [layer.kept() / layer.numel for layer in layers]
     total = sum(layer.numel for layer in layers)
@@ -91,7 +93,11 @@ def test_projection_keeps_order_and_proportions_and_never_empties_a_layer(method
     factor = sum(layer.kept() for layer in layers) / sum(learned)
     for count, layer in zip(learned, layers, strict=True):
         assert abs(layer.kept() - factor * count) <= 2.0
-    assert pruner.budget_report()["warning"].startswith("the learned masks kept")
+    report = pruner.budget_report()
+    total = sum(layer.numel for layer in layers)
+    assert report["learned"] == learned_count / total and report["realised"] == sum(layer.kept() for layer in layers) / total
+    assert report["warning"].startswith(f"the learned masks kept {learned_count / total / 0.001:.3g}× the weight budget")
+    assert "warning: the learned masks kept" in budget_line(report)
 
 
 def test_a_common_logit_shift_on_saturated_sigmoid_rates_breaks_the_proportions():
@@ -140,7 +146,10 @@ def test_a_rate_at_its_floor_still_rises_when_its_weights_are_worth_their_price(
 
 
 def test_the_paper_sigmoid_rate_at_its_floor_gets_no_gradient():
-    # the saturation harp removes: at the floor logit the sigmoid's slope is 0, whatever γ
+    # the saturation harp removes: a logit that learning drove far down (the 99.9 % runs left logits as low as
+    # -183) has a sigmoid slope of 0, whatever γ; harp's log keep-ratio has slope a there (a_min = 1e-4)
     _, layers, _ = _saturated("harp-paper")
+    with torch.no_grad():
+        layers[3].rate.fill_(-30.0)
     slope = torch.autograd.grad(layers[3].keep_ratio(), layers[3].rate)[0]
     assert float(slope) < 1e-9 * float(torch.autograd.grad(layers[1].keep_ratio(), layers[1].rate)[0])
