@@ -308,3 +308,53 @@ def test_resume_a_user_model_run_with_its_factory(tmp_path, capsys):
     code, stderr = _cli([*args[:-2], "--resume"], capsys)
     _assert_one_line_error(code, stderr, "holds a user-defined architecture")
     assert _cli([*args, "--resume"], capsys)[0] == 0
+
+
+# --- build_config checks what is pruned and how, not only hp.run ---
+
+@pytest.mark.parametrize("prune,message", [
+    ({"layer_types": "conv4d"}, r"unknown prunable layer type\(s\) conv4d \(prune.layer_types\); choose from"),
+    ({"method": "lamp", "s2ap_rho": 0.01}, "pruning method 'lamp' does not take prune.s2ap_rho"),
+    ({"method": "hydra", "layer_budget": "lamp2"}, "prune.layer_budget 'lamp2' is not a layer budget"),
+    ({"init_strategy": "bogus"}, "prune.init_strategy 'bogus' is not a layer budget; choose one of"),
+    ({"init_strategy": ["a", "b"]}, "is neither a layer budget name nor a list of numbers"),
+    ({"method": "global-magnitude", "s2ap_rho": 0.05}, "does not take prune.s2ap_rho"),
+], ids=["layer-type", "option-of-another-method", "layer-budget", "init-strategy", "init-strategy-list",
+        "s2ap-without-scores"])
+def test_build_config_refuses_what_the_pruner_would(prune, message):
+    with pytest.raises(HarpError, match=message):
+        build_config(prune=prune)
+
+
+def test_options_of_the_compared_methods_are_taken():
+    config = build_config(compare={"methods": "hydra:lamp,lwm"}, prune={"layer_budget": "erk"})
+    assert config.prune.method_options["layer_budget"] == "erk"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prune-init-strategy", "bogus"], "prune.init_strategy 'bogus' is not a layer budget"),
+    (["--prune-layer-types", "conv2d,lstm"], "unknown prunable layer type(s) lstm (prune.layer_types)"),
+    (["--method", "lamp", "--prune-s2ap-rho", "0.01"], "pruning method 'lamp' does not take prune.s2ap_rho"),
+], ids=["init-strategy", "layer-type", "option-of-another-method"])
+def test_pruning_setting_on_the_command_line(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    code, stderr = _cli(["run", "--out-dir", str(out), *QUICK, *args], capsys)
+    _assert_one_line_error(code, stderr, message)
+    assert not out.exists()
+
+
+# --- the public way to list a model's masks, and the documented refusal of harp-channel ---
+
+def test_masked_layers_lists_each_mask_once(pruned_checkpoint):  # noqa: F811
+    model, _, _ = hp.load_model(pruned_checkpoint)
+    masks = hp.masked_layers(model)
+    assert list(masks) == ["net.features.0", "net.features.4", "net.classifier.1", "net.classifier.3"]
+    kept = sum(int(layer.mask().sum()) for layer in masks.values())
+    assert kept == hp.sparsity_report(model).kept
+
+
+def test_the_docs_say_how_to_list_masks_and_why_harp_channel_refuses_shared_weights():
+    root = Path(__file__).resolve().parents[1]
+    pruning = (root / "docs" / "pruning.md").read_text()
+    assert "cannot mask input channels of a weight shared by several layers" in pruning
+    assert "hp.masked_layers(model)" in pruning and "### masked_layers" in (root / "docs" / "api.md").read_text()

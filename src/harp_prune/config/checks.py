@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harp_prune.config.keys import (
+    METHOD_BAG,
     OPTION_BAGS,
     OptionBag,
     check_choice,
@@ -13,9 +14,10 @@ from harp_prune.config.keys import (
     flag_name,
     get,
 )
-from harp_prune.config.schema import RunConfig
+from harp_prune.config.schema import CompareConfig, RunConfig
 from harp_prune.data import DATASETS
 from harp_prune.errors import HarpError
+from harp_prune.pruning import PRUNERS, Prunable
 
 
 def _check_threat_model(config: RunConfig) -> None:
@@ -88,9 +90,28 @@ def component_options(config: RunConfig, bag: OptionBag, component: str) -> Any:
         raise
 
 
+def pruning_methods(config: RunConfig) -> list[str]:
+    """The pruning methods a config can run: ``prune.method``, and those of ``compare.methods`` when it was
+    changed from its default (a comparison's config sets options for all of its methods at once)."""
+    methods = [config.prune.method]
+    if config.compare.methods != CompareConfig().methods:
+        methods += [name.split(":")[0].strip() for name in config.compare.methods.split(",") if name.strip()]
+    return list(dict.fromkeys(methods))
+
+
+def check_pruning(config: RunConfig) -> None:
+    """What is pruned and how: the layer types and patterns, each method option set is taken by a method the
+    config can run and has a valid value, and the configured method can be made with them."""
+    prunable = Prunable(config.prune.layer_types, config.prune.include_parameters, config.prune.exclude)
+    check_taken(config, METHOD_BAG, pruning_methods(config))
+    for method in pruning_methods(config):
+        component_options(config, METHOD_BAG, method)
+    PRUNERS.get(config.prune.method).factory(config.prune.sparsity, component_options(
+        config, METHOD_BAG, config.prune.method), prunable=prunable, seed=config.seed)
+
+
 def validate(config: RunConfig) -> None:
-    """Reject settings that cannot work; the pruning method's options are checked where the pruner is made
-    (``harp compare`` sets them for several methods at once)."""
+    """Reject settings that cannot work, what is pruned and how included (``check_pruning``)."""
     for key, found in config_keys().items():
         if found.bag is None:
             check_choice(found, get(config, key))
@@ -116,3 +137,4 @@ def validate(config: RunConfig) -> None:
         if not stage.lr > 0:
             raise HarpError(f"{name}.lr must be > 0 (the initial learning rate, e.g. 0.1), got {stage.lr}")
     check_component_options(config, include_method=False)
+    check_pruning(config)

@@ -11,7 +11,7 @@ from torch import nn
 
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import (
-    OPTION_BAGS,
+    METHOD_BAG,
     RunConfig,
     apply_dataset_defaults,
     check_taken,
@@ -30,7 +30,6 @@ from harp_prune.pruning import PRUNERS, Prunable, Pruner, find_sites, no_prunabl
 from harp_prune.training import METRICS_FILE, OBJECTIVES, Objective, build_from_spec, read_metrics
 
 STAGES = ("pretrain", "prune", "finetune")
-_METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
 
 
 def training_attack(config: RunConfig) -> PGD:
@@ -60,8 +59,8 @@ def configured_prunable(config: RunConfig) -> Prunable:
 def method_options(config: RunConfig) -> Any:
     """The typed options of the configured pruning method: the values set for it (an option it does not take
     is an error naming both and where it was set), the rest at the method's defaults."""
-    check_taken(config, _METHOD_BAG)
-    return component_options(config, _METHOD_BAG, config.prune.method)
+    check_taken(config, METHOD_BAG)
+    return component_options(config, METHOD_BAG, config.prune.method)
 
 
 def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> Pruner:

@@ -68,7 +68,7 @@ class Prunable:
                 object.__setattr__(self, kind, tuple(value))
         unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
         if unknown:
-            raise HarpError(f"unknown prunable layer type(s) {', '.join(unknown)}; choose from "
+            raise HarpError(f"unknown prunable layer type(s) {', '.join(unknown)} (prune.layer_types); choose from "
                             f"{', '.join(LAYER_TYPES)}")
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -211,7 +211,8 @@ def wrap_model(model: nn.Module, min_keep: float = 0.0, prunable: Prunable | Non
 def masked_layers(model: nn.Module) -> dict[str, WeightMask]:
     """The masks of a pruned model by layer name (``net.features.0``; a parameter other than ``weight`` by its full
     name), each once, in registration order; empty for a model without masks. The way to check a model's
-    pruning in your own code: each ``WeightMask`` has ``mask()`` (0/1, the weight's shape) and ``weight``.
+    pruning in your own code: each ``WeightMask`` has ``mask()`` (0/1 per score: the weight's shape, one per
+    input channel for harp-channel) and ``weight``.
 
     Example::
 
