@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--model-factory", metavar="MODULE:FUNCTION",
                                  help="run your own architecture instead of the zoo's --model (also to --resume a "
                                       "run of hp.run(model=...)): a function that takes no arguments and returns an "
-                                      "instance of it, e.g. mypkg.models:build (the current folder is importable; default: "
-                                      "the zoo's --model)")
+                                      "instance of it, e.g. mypkg.models:build (the current folder is importable); "
+                                      "default none: the zoo's --model")
         if name == "evaluate":
             command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
     return parser
