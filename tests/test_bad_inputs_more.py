@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_inputs import QUICK, _assert_one_line_error, _cli, _files_under, pruned_checkpoint  # noqa: F401
+from test_bad_inputs import (  # noqa: F401 (pruned_checkpoint is a fixture)
+    QUICK,
+    _assert_one_line_error,
+    _cli,
+    _files_under,
+    _nan_checkpoint,
+    pruned_checkpoint,
+)
 from torch.utils.data import TensorDataset
 
 import harp_prune as hp
@@ -121,21 +128,6 @@ def test_damaged_last_checkpoint_on_resume(tmp_path, capsys, pretrained_run):
 
 
 # --- NaN weights: training stops on them, evaluation must too ---
-
-def _nan_checkpoint(path: Path) -> Path:
-    model = build_model("small_cnn", (1, 28, 28), 10, [0.3], [0.3])
-    state = model.state_dict()
-    state["net.features.0.weight"][0, 0, 0, 0] = float("nan")
-    return save_atomic({"model_spec": SMALL_CNN_SPEC, "model": state, "config": {}}, path)
-
-
-def test_evaluate_a_checkpoint_with_nan_weights(tmp_path, capsys):
-    checkpoint = _nan_checkpoint(tmp_path / "n.pt")
-    code, stderr = _cli(["evaluate", "--evaluate-checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "out"),
-                         "--output", str(tmp_path / "eval.json"), *QUICK], capsys)
-    _assert_one_line_error(code, stderr, "the model's net.features.0.weight holds NaN/inf")
-    assert not (tmp_path / "eval.json").exists()
-
 
 def test_evaluate_robustness_of_a_model_with_nan_weights(tmp_path, test_batch):
     model, _, _ = hp.load_model(_nan_checkpoint(tmp_path / "n.pt"))
