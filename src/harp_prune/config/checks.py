@@ -46,11 +46,14 @@ def where_set(config: RunConfig, key: str) -> str:
     return "Python code" if source.startswith("default") else source
 
 
-def check_taken(config: RunConfig, bag: OptionBag, components: list[str] | None = None) -> None:
-    """Every option set in ``bag``'s dict is taken by one of the chosen ``components`` (default: the ones the
-    config chooses); otherwise an error names the option, where it was set and the components."""
+def check_taken(config: RunConfig, bag: OptionBag, components: list[str] | None = None,
+                sources: tuple[str, ...] | None = None) -> None:
+    """Every option set in ``bag``'s dict (only those set from ``sources``, when given) is taken by one of the
+    chosen ``components`` (default: the ones the config chooses); otherwise an error names the option, where
+    it was set and the components."""
     chosen = components if components is not None else chosen_components(config, bag)
-    values = getattr(getattr(config, bag.section), bag.field)
+    values = [name for name in getattr(getattr(config, bag.section), bag.field)
+              if sources is None or config.provenance.get(f"{bag.section}.{name}") in sources]
     for component in chosen:
         bag.registry.get(component)  # an unknown component is named as such
     taken = {name for component in chosen for name in bag.registry.get(component).takes()}
@@ -100,10 +103,12 @@ def pruning_methods(config: RunConfig) -> list[str]:
 
 
 def check_pruning(config: RunConfig) -> None:
-    """What is pruned and how: the layer types and patterns, each method option set is taken by a method the
-    config can run and has a valid value, and the configured method can be made with them."""
+    """What is pruned and how: the layer types and patterns, each method option set in Python or on the command
+    line is taken by a method the config can run (a file may hold options for methods it does not run: a
+    preset's for methods a comparison may add; the run's pruner and the comparison's grid check those), the
+    values are valid, and the configured method can be made with them."""
     prunable = Prunable(config.prune.layer_types, config.prune.include_parameters, config.prune.exclude)
-    check_taken(config, METHOD_BAG, pruning_methods(config))
+    check_taken(config, METHOD_BAG, pruning_methods(config), sources=("Python", "command line"))
     for method in pruning_methods(config):
         component_options(config, METHOD_BAG, method)
     PRUNERS.get(config.prune.method).factory(config.prune.sparsity, component_options(
