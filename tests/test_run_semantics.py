@@ -180,7 +180,7 @@ def test_data_set_defaults_reach_harp_only(tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--evaluate-attacks", "pgd20,nonsense"], "unknown attack 'nonsense'"),
     (["--method", "nonsense"], "unknown pruning method 'nonsense'"),
-    (["--prune-init-strategy", "nonsense"], "unknown layer budget 'nonsense'"),
+    (["--prune-init-strategy", "nonsense"], "prune.init_strategy 'nonsense' is not a layer budget"),
     (["--finetune-objective", "nonsense"], "unknown objective 'nonsense'"),
     (["--method", "harp-channel", "--prune-channel-target", "bytes"],
      "prune.channel_target must be one of channels, flops, params"),

@@ -34,6 +34,7 @@ from harp_prune.pruning import (
     Pruner,
     WeightMask,
     build_pruner,
+    masked_layers,
     sparsity_report,
     unwrap_model,
     wrap_model,
@@ -45,6 +46,6 @@ __all__ = [
     "FGSM", "PGD", "PRUNERS", "Attack", "HarpError", "HarpPruner", "Prunable", "Pruner", "RunConfig", "Splits",
     "WeightMask", "__version__", "build_config", "build_model", "build_pruner", "evaluate", "evaluate_robustness",
     "export_checkpoint", "export_model", "export_onnx", "finetune", "load_dataset", "load_model", "load_slim",
-    "load_sparse", "make_splits", "prepare", "pretrain", "prune", "read_yaml", "run", "save_sparse", "slim_model",
-    "sparsity_report", "tensor_dataset", "unwrap_model", "validation_split", "wrap_model",
+    "load_sparse", "make_splits", "masked_layers", "prepare", "pretrain", "prune", "read_yaml", "run", "save_sparse",
+    "slim_model", "sparsity_report", "tensor_dataset", "unwrap_model", "validation_split", "wrap_model",
 ]

@@ -19,6 +19,7 @@ from harp_prune.compare import compare
 from harp_prune.config import Key, build_config, config_keys, flag_name, read_yaml
 from harp_prune.errors import HarpError
 from harp_prune.files import check_output_file, describe_os_error
+from harp_prune.models.factory import model_from_factory
 from harp_prune.presets import preset_names, resolve_config_file
 from harp_prune.report import write_report
 from harp_prune.results import environment, write_json
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "metrics.jsonl; also while it trains) or of a 'harp compare' (compare.json)")
             continue
         add_config_flags(command, name)
+        if name == "run":
+            command.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                                 help="run your own architecture instead of the zoo's --model (also to --resume a "
+                                      "run of hp.run(model=...)): a function that takes no arguments and returns an "
+                                      "instance of it, e.g. mypkg.models:build (the current folder is importable); "
+                                      "default none: the zoo's --model")
         if name == "evaluate":
             command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside it)")
     return parser
@@ -142,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config = config_from_args(args)
         if command == "run":
-            pipeline.run(config, resume=args.resume)
+            model = model_from_factory(args.model_factory) if args.model_factory else None
+            pipeline.run(config, model=model, resume=args.resume)
         elif command == "compare":
             compare(config)  # always resumes from its caches
         elif command in ("pretrain", "prune", "finetune"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harp_prune.config import OPTION_BAGS, RunConfig, apply_dataset_defaults, check_taken, unset, user_set
+from harp_prune.config import METHOD_BAG, RunConfig, apply_dataset_defaults, check_taken, unset, user_set
 from harp_prune.errors import HarpError
 from harp_prune.progress import log
 from harp_prune.pruning import PRUNERS, STRATEGIES
@@ -22,7 +22,6 @@ CACHE_NEUTRAL_KEYS = ("prune.source", "finetune.source", "data.workers", "data.e
 # the option that ':<budget>' in compare.methods sets: a fixed-rate method's layer budget, or where a learning
 # method's rates start
 BUDGET_OPTIONS = ("layer_budget", "init_strategy")
-METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Example::
 """
 
 from harp_prune.config.checks import check_component_options, check_taken, component_options, validate
-from harp_prune.config.keys import OPTION_BAGS, Key, OptionBag, config_keys, flag_name, get, sections
+from harp_prune.config.keys import METHOD_BAG, OPTION_BAGS, Key, OptionBag, config_keys, flag_name, get, sections
 from harp_prune.config.loading import (
     apply_dataset_defaults,
     build_config,
@@ -36,6 +36,7 @@ from harp_prune.config.schema import (
 )
 
 __all__ = [
+    "METHOD_BAG",
     "OPTION_BAGS",
     "AttackConfig",
     "CompareConfig",

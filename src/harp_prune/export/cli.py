@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
-import sys
 
-from torch import nn
-
-from harp_prune.errors import HarpError
 from harp_prune.export import FORMATS, export_checkpoint
+from harp_prune.models.factory import model_from_factory
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,29 +22,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for a checkpoint of your own (non-zoo) model: a function that takes no arguments and "
                              "returns an instance of its architecture, e.g. mypkg.models:build (the current "
                              "folder is importable)")
-
-
-def model_from_factory(path: str) -> nn.Module:
-    """Call the zero-argument function named by ``module:function`` and check that it returns a model."""
-    module_name, _, function_name = path.partition(":")
-    if not module_name or not function_name:
-        raise HarpError(f"--model-factory '{path}' is not module:function; write it like mypkg.models:build")
-    if os.getcwd() not in sys.path:  # as 'python -m' does, so a module beside the user's files is found
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HarpError(f"--model-factory: cannot import '{module_name}' ({exc}); run from the folder that holds "
-                        "it or add that folder to PYTHONPATH") from exc
-    factory = getattr(module, function_name, None)
-    if not callable(factory):
-        raise HarpError(f"--model-factory: '{module_name}' has no function '{function_name}'; name a function "
-                        "that returns the model")
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise HarpError(f"--model-factory: {path}() returned a {type(model).__name__}, not a torch nn.Module; "
-                        "return an instance of the model's architecture")
-    return model
 
 
 def _mb(n: float) -> str:

@@ -19,10 +19,10 @@ from harp_prune.config import RunConfig
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import budget_line
 from harp_prune.pipeline.components import make_pruner, objective_for, prepare, select_attack
+from harp_prune.pipeline.resume import RESULT_KEYS, RESULT_NEUTRAL_KEYS, check_checkpoint_model, refuse_changed_stage
 from harp_prune.pipeline.runtime import Context, seed_everything
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, masked_layers
-from harp_prune.records import refuse_changed_settings
 from harp_prune.training import (
     MetricsLog,
     Performance,
@@ -34,14 +34,6 @@ from harp_prune.training import (
     run_stage,
     save_atomic,
 )
-
-# The settings that shape each stage's result: a checkpoint made under other values of these is refused on
-# resume. Left out: where and how a run executes or reports (device, out_dir, progress, channels_last,
-# compile, data loader workers and evaluation batch size) and what happens after the stage (evaluate, compare).
-_SHARED_KEYS = ("model", "seed", "select_on", "amp", "sync_bn", "data", "attack", "pretrain")
-RESULT_KEYS = {"pretrain": _SHARED_KEYS, "prune": (*_SHARED_KEYS, "prune"),
-               "finetune": (*_SHARED_KEYS, "prune", "finetune")}
-RESULT_NEUTRAL_KEYS = ("data.workers", "data.eval_batch_size")
 
 
 @dataclass
@@ -66,11 +58,12 @@ class StageOutcome:
 
 
 def stage_context(config: RunConfig, ctx: Context | None, splits, model: nn.Module | None,
-                  record_config: bool = True) -> Context:
-    """The run's shared context (prepared here unless given); a context made for another config would make
-    the stage read two configs."""
+                  resume_stages: tuple[str, ...] = (), record_config: bool = True) -> Context:
+    """The run's shared context (prepared here unless given, checking ``resume_stages``' checkpoints); a context
+    made for another config would make the stage read two configs."""
     if ctx is None:
-        return prepare(config, splits, user_model=model is not None, record_config=record_config)
+        return prepare(config, splits, user_model=model is not None, record_config=record_config, model=model,
+                       resume_stages=resume_stages)
     if ctx.config is not config:
         raise HarpError("the context was prepared for another config; pass the config it was made with")
     return ctx
@@ -79,12 +72,7 @@ def stage_context(config: RunConfig, ctx: Context | None, splits, model: nn.Modu
 def source_model(ctx: Context, path: Path, model: nn.Module | None) -> tuple[nn.Module, Pruner | None, dict]:
     """The model of a stage checkpoint, refusing a zoo checkpoint of another architecture; reads the file once."""
     checkpoint = load_checkpoint(path)
-    checkpoint_name = checkpoint["model_spec"].get("name")
-    if model is None and checkpoint_name != ctx.config.model:
-        raise HarpError(
-            f"{path} holds a '{checkpoint_name}' model but the config asks for '{ctx.config.model}'; "
-            f"pass --model {checkpoint_name} or another checkpoint"
-        )
+    check_checkpoint_model(checkpoint, path, ctx.config, model is not None)
     return (*model_from_checkpoint(checkpoint, str(path), model, ctx.device), checkpoint)
 
 
@@ -128,8 +116,7 @@ def _finished_stage(ctx: Context, stage: str, model: nn.Module | None) -> StageO
             log(f"[{stage}] nothing to resume in {stage_dir}: starting the stage afresh")
         return None
     finished, pruner, checkpoint = source_model(ctx, final, model)
-    refuse_changed_settings(checkpoint.get("config"), ctx.config.to_dict(), RESULT_KEYS[stage], RESULT_NEUTRAL_KEYS,
-                            final, RunConfig().to_dict())
+    refuse_changed_stage(ctx.config, stage, final, checkpoint)
     log(f"[{stage}] finished earlier: {final}")
     return StageOutcome.from_checkpoint(stage, finished, pruner, checkpoint, final)
 
@@ -146,7 +133,7 @@ def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits=None, 
         dense = hp.pretrain(hp.build_config(pretrain={"epochs": 2}, out_dir="runs/api"))
         print(dense.best_epoch, dense.metrics)
     """
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("pretrain",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "pretrain", model)) is not None:
         return finished
     seed_everything(config.seed)
@@ -168,7 +155,7 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
         pruned = hp.prune(config, model=dense.model)
         print(pruned.budget, pruned.pruner.report(pruned.model).sparsity)
     """
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("prune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "prune", model)) is not None:
         return finished
     source = Path(config.prune.source) if config.prune.source else ctx.out_dir / "pretrain" / "final.pt"
@@ -210,7 +197,7 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, pruner: Prune
         tuned = hp.finetune(config, model=pruned.model, pruner=pruned.pruner)
         hp.export_model(tuned.model, "sparse", "model.sparse.safetensors", input_shape=(1, 28, 28))
     """
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("finetune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "finetune", model)) is not None:
         return finished
     source = Path(config.finetune.source) if config.finetune.source else ctx.out_dir / "prune" / "final.pt"

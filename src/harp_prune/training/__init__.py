@@ -11,10 +11,11 @@ from harp_prune.training.checkpoint import (
     load_checkpoint,
     load_model,
     load_state_into,
+    load_verified,
     model_from_checkpoint,
     save_atomic,
 )
-from harp_prune.training.loop import accuracy, cosine_lr, predictions, train_epoch
+from harp_prune.training.loop import accuracy, cosine_lr, first_non_finite, predictions, train_epoch
 from harp_prune.training.metrics import METRICS_FILE, MetricsLog, read_metrics
 from harp_prune.training.objectives import (
     OBJECTIVES,
@@ -46,9 +47,11 @@ __all__ = [
     "build_objective",
     "check_state_dict",
     "cosine_lr",
+    "first_non_finite",
     "load_checkpoint",
     "load_model",
     "load_state_into",
+    "load_verified",
     "mart_loss",
     "model_from_checkpoint",
     "predictions",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,29 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, buffer.getbuffer())
 
 
+def load_verified(path: Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` (no arbitrary code) of a file whose every archive member first passes
+    its CRC-32 check: torch.load itself reads bytes damaged inside a tensor without noticing, and a model
+    with silently wrong weights would be trained on, evaluated or exported. ``what`` names the file in
+    messages (``checkpoint``), ``fix`` says what to do about a bad one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is None:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zipfile and torch raise many types for truncated or foreign files
+        raise HarpError(f"{what} {path} is corrupted or not a harp-prune {what} ({type(exc).__name__}); "
+                        f"{fix}") from exc
+    raise HarpError(f"{what} {path} is damaged: its member {damaged} fails its CRC check (the file changed after "
+                    f"it was written); {fix}")
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code); clear errors for bad files."""
+    """Read a checkpoint verified by its CRCs with ``weights_only=True``; clear errors for bad files."""
     path = Path(path)
     if not path.is_file():
         raise HarpError(f"checkpoint {path} does not exist; run the stage that writes it first or fix the path")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise HarpError(
-            f"checkpoint {path} is corrupted or not a harp-prune checkpoint ({type(exc).__name__}); "
-            "delete it and rerun the stage that writes it"
-        ) from exc
+    payload = load_verified(path, "checkpoint", "delete it and rerun the stage that writes it", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp-prune checkpoint; use a file written by harp")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]

@@ -23,7 +23,7 @@ from harp_prune.progress import log
 from harp_prune.pruning import Pruner
 from harp_prune.records import refuse_changed_settings
 from harp_prune.training.checkpoint import load_checkpoint, load_state_into, save_atomic
-from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, set_lr, train_epoch
+from harp_prune.training.loop import NonFiniteLoss, accuracy, cosine_lr, first_non_finite, set_lr, train_epoch
 from harp_prune.training.metrics import MetricsLog
 from harp_prune.training.objectives import Objective
 from harp_prune.training.performance import Performance
@@ -62,13 +62,6 @@ def _reseed_loader(loader: DataLoader, seed: int, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 1_000_003 + epoch)
-
-
-def _first_non_finite(model: nn.Module) -> str | None:
-    """The name of the first parameter or buffer holding NaN/inf, if any."""
-    return next((name for name, tensor in model.state_dict().items()
-                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
-                 and not bool(torch.isfinite(tensor).all())), None)
 
 
 def _diverged(settings: StageSettings, epoch: int, detail: str) -> HarpError:
@@ -149,7 +142,7 @@ def run_stage(settings: StageSettings, model: nn.Module, params: list[nn.Paramet
             )
         except NonFiniteLoss as error:
             raise _diverged(settings, epoch, str(error)) from None
-        if (broken := _first_non_finite(model)) is not None:
+        if (broken := first_non_finite(model)) is not None:
             raise _diverged(settings, epoch, f"after its last step: {broken} holds NaN/inf")
         distributed.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics: rank 0's
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_acc": train["accuracy"],
