@@ -11,6 +11,11 @@ What differs from the paper's mechanics (``harp-paper``), and why (measured in d
 - the kept count follows a trajectory from the initial density down to the target over the first ``ramp``
   of the pruning steps and holds it after, by one common log-ratio shift after every step (it multiplies
   every keep-ratio by one factor, so the learned proportions stay); the budget is met from then on;
+- what is learned is each layer's factor on a layer budget that moves with the trajectory: the initial
+  strategy (LAMP by default) at the initial density, geometrically to the same strategy at the target. A
+  uniform strategy gives the paper's uniform start and plain proportional descent; LAMP gives every density
+  on the way a sensible allocation to learn from, where a uniform descent to 0.1 % starves the small early
+  layers of a ResNet before their rates can learn (docs/harp-999.md);
 - γ, the size loss's weight, is the price of a kept weight: it rises when the rates' own steps drift above
   the trajectory and falls when they drift below (dual ascent), instead of a fixed per-epoch ramp.
 
@@ -34,6 +39,7 @@ from harp_prune.pruning.budget import project_to_budget
 from harp_prune.pruning.importance import scaled_score_init
 from harp_prune.pruning.learned import BoundedRatePruner, LayerBoundsOptions
 from harp_prune.pruning.registry import register_pruner
+from harp_prune.pruning.strategies import layer_densities
 from harp_prune.pruning.weight_mask import WeightMask
 from harp_prune.registry import number, option
 
@@ -45,6 +51,9 @@ MAX_PRICE_CHANGE = math.e
 
 @dataclass(frozen=True)
 class HarpOptions(LayerBoundsOptions):
+    init_strategy: str = option("lamp", "the layer budget the allocation starts from and moves with: at every step of "
+                                        "the trajectory its keep-ratios at that density, times the learned factors "
+                                        "(uniform, lamp, erk, global-magnitude, or one keep-ratio per layer)")
     rate_frontier: float = option(0.2, "the rate gradient's estimator: f > 0, the mean mask gradient over the "
                                        "ceil(f × kept) last kept and next pruned weights of the layer (the value of "
                                        "its next weights); 0: over all its weights (the paper's sum)")
@@ -71,7 +80,7 @@ class HarpPruner(BoundedRatePruner):
     size loss, with the kept count on a budget trajectory at every step.
 
     Scores start at the scaled weight magnitude and are trained by the optimiser through the STE. The rates
-    (log keep-ratios) start at the initial strategy (uniform 10 % kept) and are moved by the pruner after
+    (log keep-ratios) start at the initial strategy (LAMP at 10 % kept) and are moved by the pruner after
     every optimiser step (``after_step``): a normalised step against the layer's rate gradient under
     L_adv + γ L_hw, then one common shift onto the trajectory. ``plan(epochs, steps_per_epoch)`` must be
     called before the first step (the pruning stage does). ``harp-paper`` keeps the paper's mechanics.
@@ -95,6 +104,9 @@ class HarpPruner(BoundedRatePruner):
         self.total_steps: int | None = None  # set by plan()
         self.step = 0
         self.start_density = 1.0
+        # the initial strategy's log keep-ratios at the initial density and at the target: the moving prior
+        self.prior_start: list[float] = []
+        self.prior_end: list[float] = []
         self.gamma: float | None = None  # set at the first step, from the rate gradients it sees
         self.moment: torch.Tensor | None = None
         self.square: torch.Tensor | None = None
@@ -104,8 +116,12 @@ class HarpPruner(BoundedRatePruner):
         for layer in layers:
             layer.log_rate = True
         scaled_score_init(layers)
-        set_layer_densities(layers, self.initial_densities(layers))
+        start = self.initial_densities(layers)
+        set_layer_densities(layers, start)
         self.start_density = sum(layer.kept() for layer in layers) / sum(layer.numel for layer in layers)
+        end = layer_densities(self.options.init_strategy, layers, self.target_density)
+        self.prior_start = [layer.rate_for(d) for layer, d in zip(layers, start, strict=True)]
+        self.prior_end = [layer.rate_for(d) for layer, d in zip(layers, end, strict=True)]
 
     def plan(self, epochs: int, steps_per_epoch: int) -> None:
         if epochs < 0 or steps_per_epoch < 1:
@@ -121,10 +137,18 @@ class HarpPruner(BoundedRatePruner):
                             "pruner.plan(epochs, steps_per_epoch) before the first step")
         return math.ceil(float(self.options.ramp) * self.total_steps)
 
+    def progress(self, step: int) -> float:
+        """How far along the ramp ``step`` steps are, in [0, 1]."""
+        return min(1.0, step / self.ramp_steps) if self.ramp_steps else 1.0
+
     def trajectory(self, step: int) -> float:
         """The density the kept count follows after ``step`` steps: geometric from the initial one to the target."""
-        progress = min(1.0, step / self.ramp_steps) if self.ramp_steps else 1.0
-        return self.start_density * (self.target_density / self.start_density) ** progress
+        return self.start_density * (self.target_density / self.start_density) ** self.progress(step)
+
+    def prior(self, step: int) -> list[float]:
+        """The moving layer budget's log keep-ratios after ``step`` steps (geometric between its two ends)."""
+        t = self.progress(step)
+        return [(1 - t) * a + t * b for a, b in zip(self.prior_start, self.prior_end, strict=True)]
 
     def gamma_for(self, epoch: int) -> float:
         return self.gamma or 0.0
@@ -155,16 +179,19 @@ class HarpPruner(BoundedRatePruner):
         mean = self.moment / (1 - MOMENTUM ** self.step)
         spread = (self.square / (1 - SQUARE_DECAY ** self.step)).sqrt().clamp_min(1e-30)
         rate_step = float(self.options.rate_reach) / max(self.total_steps, 1)
-        for layer, step in zip(self.layers, (-rate_step * mean / spread).tolist(), strict=True):
-            layer.rate.add_(step)
+        moves = (-rate_step * mean / spread).tolist()
+        kept = [layer.kept() for layer in self.layers]
+        # the moving budget's own change this step, layer by layer (the trajectory's part of the step)
+        prior_moves = [b - a for a, b in zip(self.prior(self.step - 1), self.prior(self.step), strict=True)]
+        for layer, move, prior_move in zip(self.layers, moves, prior_moves, strict=True):
+            layer.rate.add_(move + prior_move)
             self._clamp(layer)
-        before = self.trajectory(self.step - 1)
-        shift = project_to_budget(self.layers, target)
+        project_to_budget(self.layers, target)
         for layer in self.layers:
             self._clamp(layer)
-        # the shift the trajectory asked for is log(target / before); the rest is the rates' own drift
-        drift = shift - math.log(target / before)
-        exponent = -float(self.options.gamma_step) * drift / rate_step
+        # the rates' own drift: how far their learned steps alone moved the kept count, in log terms
+        drift = sum(k * move for k, move in zip(kept, moves, strict=True)) / max(sum(kept), 1)
+        exponent = float(self.options.gamma_step) * drift / rate_step
         self.gamma *= math.exp(max(-1.0, min(1.0, exponent)) * math.log(MAX_PRICE_CHANGE))
 
     @staticmethod
@@ -185,10 +212,12 @@ class HarpPruner(BoundedRatePruner):
 
     def state_dict(self) -> dict:
         return {"step": self.step, "start_density": self.start_density, "gamma": self.gamma,
+                "prior_start": self.prior_start, "prior_end": self.prior_end,
                 "moment": None if self.moment is None else self.moment.tolist(),
                 "square": None if self.square is None else self.square.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.start_density, self.gamma = int(state["step"]), float(state["start_density"]), state["gamma"]
+        self.prior_start, self.prior_end = list(state["prior_start"]), list(state["prior_end"])
         self.moment = None if state["moment"] is None else torch.tensor(state["moment"], dtype=torch.float64)
         self.square = None if state["square"] is None else torch.tensor(state["square"], dtype=torch.float64)
