@@ -24,14 +24,16 @@ from harp_prune.training.objectives import (
     build_objective,
     register_objective,
 )
+from harp_prune.training.optimizers import OPTIMIZERS, build_optimizer, register_optimizer
 from harp_prune.training.performance import Performance
 from harp_prune.training.robust_objectives import MART, TRADES, FreeAT, mart_loss, trades_loss
-from harp_prune.training.stage import StageResult, StageSettings, run_stage
+from harp_prune.training.stage import StageCheckpoints, StageData, StageResult, StageSettings, run_stage
 
 __all__ = [
     "MART",
     "METRICS_FILE",
     "OBJECTIVES",
+    "OPTIMIZERS",
     "PGDAT",
     "TRADES",
     "FreeAT",
@@ -39,11 +41,14 @@ __all__ = [
     "Natural",
     "Objective",
     "Performance",
+    "StageCheckpoints",
+    "StageData",
     "StageResult",
     "StageSettings",
     "accuracy",
     "build_from_spec",
     "build_objective",
+    "build_optimizer",
     "check_state_dict",
     "cosine_lr",
     "load_checkpoint",
@@ -54,6 +59,7 @@ __all__ = [
     "predictions",
     "read_metrics",
     "register_objective",
+    "register_optimizer",
     "run_stage",
     "save_atomic",
     "trades_loss",
