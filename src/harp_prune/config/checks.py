@@ -141,5 +141,7 @@ def validate(config: RunConfig) -> None:
             raise HarpError(f"{name}.epochs must be >= 0, got {stage.epochs}")
         if not stage.lr > 0:
             raise HarpError(f"{name}.lr must be > 0 (the initial learning rate, e.g. 0.1), got {stage.lr}")
+        if not 0.0 <= stage.momentum < 1.0:  # beyond 1 SGD's steps grow without bound; Adam refuses it
+            raise HarpError(f"{name}.momentum must be in [0, 1) (e.g. 0.9), got {stage.momentum}")
     check_component_options(config, include_method=False)
     check_pruning(config)

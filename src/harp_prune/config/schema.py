@@ -17,7 +17,7 @@ from harp_prune.data import DATASETS
 from harp_prune.models import MODELS
 from harp_prune.pruning import PRUNERS
 from harp_prune.registry import option
-from harp_prune.training import OBJECTIVES
+from harp_prune.training import OBJECTIVES, OPTIMIZERS
 
 
 @dataclass(slots=True)
@@ -48,8 +48,10 @@ class AttackConfig:
 class StageConfig:
     epochs: int = option(10, "training epochs of the stage")
     lr: float = option(0.1, "initial learning rate (cosine schedule)")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "SGD weight decay")
+    optimizer: str = option("sgd", "the optimiser (sgd: the paper's; adam and adamw usually want a lr near 1e-3)",
+                            choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum; beta1 of adam and adamw")
+    weight_decay: float = option(5e-4, "weight decay (adamw: decoupled from the gradient)")
     objective: str | None = option(None, "training objective (none: pretrain's)", choices=OBJECTIVES)
     # the options of the objective, by name (``pretrain.beta``); see harp_prune.training.OBJECTIVES
     objective_options: dict[str, Any] = field(default_factory=dict)

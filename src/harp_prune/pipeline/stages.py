@@ -26,6 +26,8 @@ from harp_prune.pruning import Pruner, masked_layers
 from harp_prune.training import (
     MetricsLog,
     Performance,
+    StageCheckpoints,
+    StageData,
     StageResult,
     StageSettings,
     build_from_spec,
@@ -86,15 +88,16 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
     performance = Performance(c.amp, c.channels_last, c.compile, augment=bool(c.data.augment))
     return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
                          c.progress and distributed.is_main(), performance, c.sync_bn, RESULT_KEYS[stage],
-                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict(), MetricsLog(ctx.out_dir, c.tensorboard))
+                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict(), MetricsLog(ctx.out_dir, c.tensorboard),
+                         s.optimizer)
 
 
 def _train(ctx: Context, stage: str, model: nn.Module, params: list, pruner: Pruner | None, resume: bool,
            settings: StageSettings | None = None) -> StageResult:
-    return run_stage(settings or _settings(ctx, stage), model, params, objective_for(ctx.config, stage),
-                     ctx.train_loader, ctx.select_loader, select_attack(ctx.config, stage), ctx.device,
-                     ctx.out_dir / stage, _meta(ctx, pruner), pruner=pruner if stage == "prune" else None,
-                     resume=resume)
+    data = StageData(ctx.train_loader, ctx.select_loader, select_attack(ctx.config, stage))
+    checkpoints = StageCheckpoints(ctx.out_dir / stage, _meta(ctx, pruner), resume)
+    return run_stage(settings or _settings(ctx, stage), model, params, objective_for(ctx.config, stage), data,
+                     checkpoints, ctx.device, pruner=pruner if stage == "prune" else None)
 
 
 def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, result: StageResult) -> StageOutcome:

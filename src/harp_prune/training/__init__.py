@@ -25,14 +25,16 @@ from harp_prune.training.objectives import (
     build_objective,
     register_objective,
 )
+from harp_prune.training.optimizers import OPTIMIZERS, build_optimizer, register_optimizer
 from harp_prune.training.performance import Performance
 from harp_prune.training.robust_objectives import MART, TRADES, FreeAT, mart_loss, trades_loss
-from harp_prune.training.stage import StageResult, StageSettings, run_stage
+from harp_prune.training.stage import StageCheckpoints, StageData, StageResult, StageSettings, run_stage
 
 __all__ = [
     "MART",
     "METRICS_FILE",
     "OBJECTIVES",
+    "OPTIMIZERS",
     "PGDAT",
     "TRADES",
     "FreeAT",
@@ -40,11 +42,14 @@ __all__ = [
     "Natural",
     "Objective",
     "Performance",
+    "StageCheckpoints",
+    "StageData",
     "StageResult",
     "StageSettings",
     "accuracy",
     "build_from_spec",
     "build_objective",
+    "build_optimizer",
     "check_state_dict",
     "cosine_lr",
     "first_non_finite",
@@ -57,6 +62,7 @@ __all__ = [
     "predictions",
     "read_metrics",
     "register_objective",
+    "register_optimizer",
     "run_stage",
     "save_atomic",
     "trades_loss",
