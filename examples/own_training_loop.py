@@ -29,9 +29,9 @@ def train(model, loader, parameters, epochs, attack, pruner=None, lr=0.05):
             loss.backward()
             optimizer.step()
             if pruner is not None:
-                pruner.after_step()  # a no-op for HARP; the frontier method moves its rates here
+                pruner.after_step()  # harp and frontier move their rates here (harp-paper: nothing)
         if pruner is not None:
-            print(f"pruning epoch {epoch}: {pruner.end_epoch(epoch)}")  # γ ramps until the budget is met
+            print(f"pruning epoch {epoch}: {pruner.end_epoch(epoch)}")  # γ, soft density, budget reached
 
 
 def main() -> None:
@@ -46,8 +46,9 @@ def main() -> None:
     model = SmallNet().train()
 
     train(model, loader, model.parameters(), epochs, attack)  # 1. the dense model: all weights trained
-    pruner = hp.HarpPruner(sparsity=0.95, gamma0=0.05)
+    pruner = hp.HarpPruner(sparsity=0.95)
     pruner.attach(model)  # 2. masks on every Conv2d/Linear weight, in place
+    pruner.plan(epochs, len(loader))  # the pruning stage's length: harp's budget trajectory is laid over it
     # only the scores, rates and BatchNorm are trained while pruning: the weights stay frozen (HARP, stage 2)
     train(model, loader, pruner.trainable_parameters(model), epochs, attack, pruner)
     pruner.finalize()  # the integer masks meet the global budget exactly

@@ -158,6 +158,12 @@ class HarpPruner(BoundedRatePruner):
     def gamma_for(self, epoch: int) -> float:
         return self.gamma or 0.0
 
+    def penalty(self, epoch: int) -> torch.Tensor:
+        """Nothing to add to the loss: harp's size loss acts on the rates in ``after_step`` (they are the
+        pruner's, not the optimiser's). A zero tensor, so ``loss + pruner.penalty(epoch)`` works."""
+        self._require_attached("the size loss")
+        return torch.zeros((), device=self.layers[0].rate.device)
+
     @torch.no_grad()
     def after_step(self) -> None:
         values = [layer.mean_mask_gradient() for layer in self.layers]
