@@ -20,15 +20,16 @@ from harp_prune.registry import number, option
 class HarpOptions(LearnedRateOptions):
     min_layer_density: float = option(0.0, "a floor on every layer's keep-ratio (raised to a_min if lower)")
     max_layer_density: float = option(1.0, "a ceiling on every layer's keep-ratio")
-    rate_frontier: float = option(0.0, "0: the paper's rate gradient (the sum of all a layer's mask gradients); "
-                                       "f > 0: N × their mean over the ceil(f × kept) last kept and next pruned "
-                                       "weights (a harp-prune extension)")
+    rate_boundary_width: float = option(0.0, "0: the paper's rate gradient (the sum of all a layer's mask "
+                                             "gradients); f > 0: N × their mean over the layer's boundary, the "
+                                             "ceil(f × kept) last kept and next pruned weights (a harp-prune "
+                                             "extension)", renamed_from=("rate_frontier",))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= number("rate_frontier", self.rate_frontier) <= 1.0:
-            raise HarpError(f"rate_frontier must lie in [0, 1] (0: the paper's rate gradient), "
-                            f"got {self.rate_frontier}")
+        if not 0.0 <= number("rate_boundary_width", self.rate_boundary_width) <= 1.0:
+            raise HarpError(f"rate_boundary_width must lie in [0, 1] (0: the paper's rate gradient), "
+                            f"got {self.rate_boundary_width}")
         low = number("min_layer_density", self.min_layer_density)
         high = number("max_layer_density", self.max_layer_density)
         if not 0.0 <= low < high <= 1.0:
@@ -58,7 +59,7 @@ class HarpPruner(LearnedRatePruner):
 
     def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
         super().__init__(sparsity, options, **kwargs)
-        self.rate_frontier = float(self.options.rate_frontier)
+        self.rate_frontier = float(self.options.rate_boundary_width)
         low, high = max(self.min_keep, self.options.min_layer_density), float(self.options.max_layer_density)
         if not low < high:
             raise HarpError(f"a_min = {low:g} (alpha × target density) is not below max_layer_density {high:g}; "

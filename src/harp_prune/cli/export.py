@@ -1,4 +1,5 @@
-"""``harp export``: flags and the printed summary (the work is in :func:`export_checkpoint`)."""
+"""``harp export``: flags and the printed summary (the work is in :func:`harp_prune.export.export_checkpoint`;
+imported when the command runs, so that its help needs no torch)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import importlib
 import json
 import os
 import sys
-
-from torch import nn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from harp_prune.errors import HarpError
-from harp_prune.export import FORMATS, export_checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+def add_export_arguments(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
     parser.add_argument("checkpoint", help="a stage checkpoint, e.g. runs/default/finetune/final.pt")
-    parser.add_argument("--format", choices=FORMATS, default="sparse",
+    parser.add_argument("--format", choices=formats, default="sparse",
                         help="zeroed: plain state dict with pruned weights zero; sparse: kept values and positions "
                              "(safetensors); slim: pruned channels (channel masks) or unread input channels "
                              "(weight masks) removed; onnx (default sparse)")
@@ -45,6 +48,8 @@ def model_from_factory(path: str) -> nn.Module:
     if not callable(factory):
         raise HarpError(f"--model-factory: '{module_name}' has no function '{function_name}'; name a function "
                         "that returns the model")
+    from torch import nn
+
     model = factory()
     if not isinstance(model, nn.Module):
         raise HarpError(f"--model-factory: {path}() returned a {type(model).__name__}, not a torch nn.Module; "
@@ -57,6 +62,8 @@ def _mb(n: float) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from harp_prune.export import export_checkpoint
+
     model = model_from_factory(args.model_factory) if args.model_factory else None
     report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim, model=model)
     if args.json:
