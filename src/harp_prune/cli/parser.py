@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -74,19 +75,28 @@ def _shown(value: Any) -> str:
 
 
 class HarpParser(argparse.ArgumentParser):
-    """argparse with a suggestion for a mistyped flag (Python 3.11 has no ``suggest_on_error``)."""
+    """argparse with a suggestion for a mistyped flag or choice (Python 3.11 has no ``suggest_on_error``)."""
 
     def error(self, message: str) -> NoReturn:
+        super().error(message + "".join(f"\n  {hint}" for hint in self._suggestions(message)))
+
+    def _suggestions(self, message: str) -> list[str]:
+        """``did you mean`` lines for the unrecognised flags or the invalid choice ``message`` reports."""
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message)
+        if choice:
+            names = [name.strip("'") for name in choice.group(2).split(", ")]
+            close = difflib.get_close_matches(choice.group(1), names, n=1)
+            return [f"did you mean {close[0]}?"] if close else []
         prefix = "unrecognized arguments: "
-        if message.startswith(prefix):
-            known = [option for action in self._all_actions() for option in action.option_strings]
-            hints = []
-            for word in message[len(prefix):].split():
-                close = difflib.get_close_matches(word.split("=")[0], known, n=3) if word.startswith("--") else []
-                if close:
-                    hints.append(f"{word}: did you mean {' or '.join(close)}?")
-            message += "".join(f"\n  {hint}" for hint in hints)
-        super().error(message)
+        if not message.startswith(prefix):
+            return []
+        known = [option for action in self._all_actions() for option in action.option_strings]
+        hints = []
+        for word in message[len(prefix):].split():
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1) if word.startswith("--") else []
+            if close:
+                hints.append(f"{word}: did you mean {close[0]}?")
+        return hints
 
     def _all_actions(self) -> Iterable[argparse.Action]:
         """This parser's options and those of its commands, deprecated spellings left out."""
@@ -147,9 +157,7 @@ def chosen_components(table: dict[str, Any], command: str, words: Sequence[str])
     given = _given(words, flags)
     chosen = {}
     for name, bag in table["bags"].items():
-        owners = {owner for entry in keys.values() if entry["bag"] == name for v in entry["variants"]
-                  for owner in v["owners"]}
-        names = {c for key in bag["choosers"] for c in keys[key]["choices"]} | owners
+        names = bag["components"]
         values = [given[key] for key in bag["choosers"] if key in given]
         values += [keys[key]["variants"][0]["default"] for key in bag["choosers"] if uses(command, key)]
         found = next((c for c in (_component_names(v, names) for v in values if v is not None) if c), None)

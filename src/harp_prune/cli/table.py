@@ -60,8 +60,8 @@ def describe() -> dict[str, Any]:
 
     ``keys``: every config key with its type, choices, option bag and variants (one per distinct default and
     meaning among the components that take it, with those components); ``renamed``: old key -> new key;
-    ``bags``: per option bag, the kind of component, the keys that choose its components and those a default
-    config chooses; ``export_formats``: what ``harp export --format`` takes.
+    ``bags``: per option bag, the kind and names of its components, the keys that choose them and those a
+    default config chooses; ``export_formats``: what ``harp export --format`` takes.
     """
     from harp_prune.config import OPTION_BAGS, RunConfig, config_keys
     from harp_prune.config.keys import chosen_components, renamed_keys
@@ -84,7 +84,8 @@ def describe() -> dict[str, Any]:
         keys[name] = {"type": _type_name(key.type), "optional": type(None) in typing.get_args(key.type),
                       "choices": list(choices_of(key.declared)), "variants": variants,
                       "bag": None if key.bag is None else f"{key.bag.section}.{key.bag.field}"}
-    bags = {f"{bag.section}.{bag.field}": {"kind": bag.registry.kind, "choosers": list(bag.choosers),
+    bags = {f"{bag.section}.{bag.field}": {"kind": bag.registry.kind, "components": bag.registry.names(),
+                                           "choosers": list(bag.choosers),
                                            "default": chosen_components(RunConfig(), bag)}
             for bag in OPTION_BAGS}
     return {"keys": keys, "renamed": renamed_keys(), "bags": bags, "export_formats": list(FORMATS)}

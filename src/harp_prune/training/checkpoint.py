@@ -19,6 +19,19 @@ FORMAT = "harp-prune-checkpoint"
 VERSION = 1
 # what every stage checkpoint (final, best and last) holds, and what loading one needs
 REQUIRED_KEYS = ("model_spec", "model")
+# how a file torch.save wrote begins: a zip archive, or a pickle (the format before PyTorch 1.6)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _what_it_holds(head: bytes) -> str:
+    """A file that torch.save did not write, in words (``head``: its first bytes)."""
+    try:
+        text = head.decode("utf-8").lstrip()
+    except UnicodeDecodeError:
+        return "data of another format"
+    if not text:
+        return "nothing" if not head else "only white space"
+    return "JSON text" if text[0] in "{[" else "text"
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -38,12 +51,17 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = Path(path)
     if not path.is_file():
         raise HarpError(f"checkpoint {path} does not exist; run the stage that writes it first or fix the path")
+    with open(path, "rb") as stream:
+        head = stream.read(512)
+    if not head.startswith(TORCH_FILE_STARTS):  # a results file, a config: say what it is, not that it is broken
+        raise HarpError(f"{path} is not a checkpoint (it holds {_what_it_holds(head)}, not a file written by "
+                        "torch.save); give a <stage>/final.pt written by harp, e.g. runs/default/finetune/final.pt")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise HarpError(
             f"checkpoint {path} is corrupted or not a harp-prune checkpoint ({type(exc).__name__}); "
-            "delete it and rerun the stage that writes it"
+            "rerun the stage that writes it or give another checkpoint"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp-prune checkpoint; use a file written by harp")
