@@ -157,6 +157,16 @@ def _benchmark(name: str):
     return module
 
 
+def test_the_start_up_script_times_the_helps_against_import_torch(tmp_path):
+    import json
+
+    output = tmp_path / "cli_startup.json"
+    _benchmark("cli_startup").main(["--repeats", "1", "--output", str(output)])
+    rows = json.loads(output.read_text())["rows"]
+    assert rows["import torch"]["versus_import_torch"] == 1.0 and rows["harp --help"]["torch_imports"] == 0
+    assert rows["harp report (a real command)"]["torch_imports"] == 1
+
+
 def test_the_gpu_throughput_script_runs_in_quick_mode_on_the_cpu(tmp_path):
     import json
 
