@@ -446,12 +446,16 @@ def test_bad_checkpoint_to_export(tmp_path, capsys, write, message):
 
 def test_a_failed_command_leaves_no_folder_behind(tmp_path, capsys, monkeypatch):
     """A command that fails before its work creates nothing: evaluate of a run that does not exist (its
-    result would have gone to nowhere/finetune/), a run on a data set whose files are absent (runs/default)."""
+    result would have gone to nowhere/finetune/), a run on a data set whose files are absent (runs/default),
+    a stage without its input (its config.yaml)."""
     monkeypatch.chdir(tmp_path)
     code, stderr = _cli(["evaluate", "--out-dir", "nowhere", *QUICK], capsys)
     _assert_one_line_error(code, stderr, "does not exist")
     code, stderr = _cli(["run", "--dataset", "cifar10", "--data-root", "absent", *QUICK], capsys)
     _assert_one_line_error(code, stderr, "cifar10")
+    for stage in ("prune", "finetune"):  # a stage whose input checkpoint is missing
+        code, stderr = _cli([stage, "--out-dir", "nothing-yet", *QUICK], capsys)
+        _assert_one_line_error(code, stderr, "does not exist; run the stage that writes it first")
     assert _files_under(tmp_path) == []
 
 

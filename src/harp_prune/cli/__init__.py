@@ -37,9 +37,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return build_config(file_values, cli_values, file_name=args.config or "config file")
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    """Warnings as the command's other messages: one line on stderr (a deprecated config key, ...)."""
-    print(f"harp: note: {message}", file=sys.stderr)
+_SHOW_WARNING = warnings.showwarning
+
+
+def _deprecation_in_one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A deprecation (an old config key in a YAML file) as one line, as the command's other notes; other
+    warnings keep where they came from."""
+    if issubclass(category, FutureWarning | DeprecationWarning):
+        print(f"harp: note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)
 
 
 def _evaluate(config: RunConfig, output: str | None) -> None:
@@ -99,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_line = argv is None  # the command itself, not a call from Python: its thread policy and messages
     if command_line:
         set_wait_policy(os.environ)  # before anything imports torch (docs/performance.md)
-        warnings.showwarning = _one_line_warning
+        warnings.showwarning = _deprecation_in_one_line
     words = with_command(list(sys.argv[1:] if argv is None else argv))
     args = build_parser(words).parse_args(words)
     try:

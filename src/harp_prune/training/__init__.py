@@ -7,6 +7,7 @@ class.
 from harp_prune.registry import import_submodules
 from harp_prune.training.checkpoint import (
     build_from_spec,
+    check_checkpoint_exists,
     check_state_dict,
     load_checkpoint,
     load_model,
@@ -44,6 +45,7 @@ __all__ = [
     "accuracy",
     "build_from_spec",
     "build_objective",
+    "check_checkpoint_exists",
     "check_state_dict",
     "cosine_lr",
     "load_checkpoint",

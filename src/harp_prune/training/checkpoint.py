@@ -46,11 +46,17 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, buffer.getbuffer())
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code); clear errors for bad files."""
+def check_checkpoint_exists(path: str | os.PathLike[str]) -> Path:
+    """``path``, or the error that names the stage to run first when it is not a file."""
     path = Path(path)
     if not path.is_file():
         raise HarpError(f"checkpoint {path} does not exist; run the stage that writes it first or fix the path")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code); clear errors for bad files."""
+    path = check_checkpoint_exists(path)
     with open(path, "rb") as stream:
         head = stream.read(512)
     if not head.startswith(TORCH_FILE_STARTS):  # a results file, a config: say what it is, not that it is broken
