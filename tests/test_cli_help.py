@@ -14,9 +14,8 @@ import warnings
 import pytest
 
 from harp_prune.cli import COMMANDS, build_parser, config_from_args, main
-from harp_prune.cli.parser import flag_name
 from harp_prune.cli.table import cache_file, source_fingerprint
-from harp_prune.config import OPTION_BAGS, RunConfig, config_keys, get, read_yaml
+from harp_prune.config import OPTION_BAGS, RunConfig, config_keys, flag_name, get, read_yaml
 
 
 def _harp(*words: str, cache: os.PathLike[str]) -> subprocess.CompletedProcess:

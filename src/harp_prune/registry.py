@@ -68,6 +68,11 @@ def legacy_values(options: type) -> dict[str, Any]:
             if item.metadata.get("legacy", _NO_LEGACY) is not _NO_LEGACY}
 
 
+def flag_name(key: str) -> str:
+    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
 def renamed_options(options: type) -> dict[str, str]:
     """The former names of the options of ``options``, each with its current name."""
     return {old: item.name for item in dataclasses.fields(options) for old in item.metadata.get("renamed_from", ())}

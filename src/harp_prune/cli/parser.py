@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from harp_prune.cli.export import add_export_arguments
 from harp_prune.cli.table import flag_table
 from harp_prune.presets import preset_names
+from harp_prune.registry import flag_name
 from harp_prune.version import __version__
 
 ALIASES = {"data.dataset": ["--dataset"], "prune.sparsity": ["--sparsity"], "prune.method": ["--method"]}
@@ -59,11 +60,6 @@ SECTION_TITLES = {
     "pretrain": "stage 1: pre-training", "prune": "stage 2: pruning", "finetune": "stage 3: fine-tuning",
     "evaluate": "evaluation", "compare": "harp compare",
 }
-
-
-def flag_name(key: str) -> str:
-    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
-    return "--" + key.replace(".", "-").replace("_", "-")
 
 
 def _section(key: str) -> str:
@@ -147,7 +143,7 @@ def _component_names(text: str, names: Iterable[str]) -> list[str]:
     return found
 
 
-def chosen_components(table: dict[str, Any], command: str, words: Sequence[str]) -> dict[str, list[str]]:
+def listed_components(table: dict[str, Any], command: str, words: Sequence[str]) -> dict[str, list[str]]:
     """Per option bag, the components whose options ``command``'s help lists: named by the first of the bag's
     choosers given in ``words``, else by the first default of a chooser the command uses, else the bag's
     default (the default PGD evaluation)."""
@@ -199,7 +195,7 @@ def add_config_flags(parser: argparse.ArgumentParser, command: str, words: Seque
     if command in RESUMABLE:
         parser.add_argument("--resume", action="store_true",
                             help="skip finished stages and continue an interrupted one from its last finished epoch")
-    chosen = chosen_components(table, command, words)
+    chosen = listed_components(table, command, words)
     groups = {section: parser.add_argument_group(SECTION_TITLES[section], _listed_components(table, chosen, section))
               for section in COMMAND_SECTIONS[command]}
     for name, entry in table["keys"].items():

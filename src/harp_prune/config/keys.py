@@ -113,11 +113,6 @@ def renamed_keys() -> dict[str, str]:
             for component in bag.registry.components() for old, new in renamed_options(component.options).items()}
 
 
-def flag_name(key: str) -> str:
-    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
-    return "--" + key.replace(".", "-").replace("_", "-")
-
-
 def section_of(config: RunConfig, key: str) -> tuple[Any, str]:
     section, _, name = key.rpartition(".")
     return (getattr(config, section) if section else config), name
