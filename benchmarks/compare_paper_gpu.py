@@ -2,18 +2,19 @@
 
 `harp compare --config compare-resnet` (Fashion-MNIST, PGD-3 adversarial training at eps 0.1, selection on a
 validation split, seeds 0 and 1, PGD-20 on 2,000 test images) for the full-width ``resnet18`` and ``vgg16_bn``,
-both at once on one device:
+both at once on one device, with 10 pruning epochs on 4,000 training images:
 
-1. one ``harp compare`` per model (``<out>/<model>``): harp, harp:lamp, hydra, hydra:lamp, lamp,
-   global-magnitude and frontier at 99.9 % and 99 % sparsity, seeds 0 and 1 (28 cells per model,
+1. one ``harp compare`` per model (``<out>/<model>``): harp (the default), harp-paper (the paper's mechanics),
+   hydra:lamp and frontier at 99.9 % and 99 % sparsity, seeds 0 and 1 (16 cells per model, all at once as
    ``--compare-jobs`` worker processes sharing the GPU; the 99.9 % column comes first);
 2. AutoAttack (standard, ``benchmarks/autoattack_cells.py``, 500 test images) on the decisive cells only: as
    soon as every cell of a (model, sparsity) column has finished (or, once the model's compare has ended with
    some cells failed, those that did), the three methods with the highest mean PGD-20 over the seeds, both
    seeds, one process per method (``<out>/autoattack-selection.json`` records the ranking);
-3. once a model's grid has ended (its pre-training done), if time is left: S2AP (``--prune-s2ap-rho``) cells
-   for harp, hydra:lamp and frontier at 99.9 %, seed 0, in ``<out>/<model>-s2ap-<rho>`` (compare caches cells by
-   path, so they get their own out dir, with a copy of the model's ``pretrain/`` and ``dense.json``).
+3. with ``--s2ap-rho R`` (off by default since the 10-epoch grid), once a model's grid has ended, if time is
+   left: S2AP cells for harp, hydra:lamp and frontier at 99.9 %, seed 0, in ``<out>/<model>-s2ap-<rho>``
+   (compare caches cells by path, so they get their own out dir, with a copy of the model's ``pretrain/`` and
+   ``dense.json``).
 
 Everything still running at the deadline (``--seconds``, default 540) is killed with its worker processes.
 Finished cells and AutoAttack results are cached, so running the same command again continues. At the end the
@@ -31,8 +32,12 @@ t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; default /usr/share/dataset
 stops before starting anything if they are missing. ``--dataset fashion-mnist-small`` uses the class-balanced
 subset embedded in the package instead (10k training, 2k test images; no files needed), a smaller data set
 than the CPU grid's. ``--tiny`` runs a few-minute CPU smoke version (small_cnn and small_cnn_wide, 300 training
-images, one epoch per stage, harp and lamp, seed 0, PGD-2 on 100 images, AutoAttack on 20); ``--dry-run``
-prints the plan and the commands and runs nothing.
+images, one epoch per stage but two pruning epochs, harp and harp-paper, seed 0, PGD-2 on 100 images,
+AutoAttack on 20); ``--dry-run`` prints the plan and the commands and runs nothing.
+
+Sizing of the 10-epoch grid (not yet run on a GPU): on one H200 14 resnet18 cells of 10 pruning epochs on
+8,000 images took 399 s and pre-training 40 s; halving the training images and running 16 cells per model
+for two models at once is planned to fit the 540-second deadline, AutoAttack following in a second call.
 
 Time, as measured on one H200 (2026-11-30; benchmarks/results/compare-paper-gpu/README.md has the run): pre-training
 takes 2.2 s an epoch for resnet18 and 1.5 s for vgg16_bn (both at once), ~25 s in all. With 14 cells per model at a
@@ -78,7 +83,8 @@ from harp_prune.errors import HarpError  # noqa: E402
 from harp_prune.presets import resolve_config_file  # noqa: E402
 
 PRESET = "compare-resnet"
-PAPER_METHODS = "harp,harp:lamp,hydra,hydra:lamp,lamp,global-magnitude,frontier"
+# harp (the default), the paper's mechanics, the best fixed allocation and harp-prune's frontier
+PAPER_METHODS = "harp,harp-paper,hydra:lamp,frontier"
 S2AP_METHODS = "harp,hydra:lamp,frontier"
 
 
@@ -102,11 +108,11 @@ class Profile:
 PAPER_GPU = Profile(
     models=("resnet18", "vgg16_bn"),
     settings={
-        "device": "cuda", "progress": False, "data.dataset": "fashion-mnist", "data.train_examples": 8000,
-        "data.val_fraction": 0.02, "data.test_examples": 2000, "pretrain.epochs": 8, "prune.epochs": 2,
+        "device": "cuda", "progress": False, "data.dataset": "fashion-mnist", "data.train_examples": 4000,
+        "data.val_fraction": 0.02, "data.test_examples": 2000, "pretrain.epochs": 8, "prune.epochs": 10,
         "finetune.epochs": 1, "evaluate.pgd_steps": 20, "evaluate.sanity_examples": 200,
         "compare.methods": PAPER_METHODS, "compare.sparsities": "0.999,0.99", "compare.seeds": "0,1",
-        "compare.jobs": 14,  # half of a model's 28 cells: the 99.9 % column first, then the 99 % one
+        "compare.jobs": 16,  # all of a model's 16 cells at once: 10 pruning epochs of 31 steps each
     },
     s2ap_methods=S2AP_METHODS, s2ap_sparsities="0.999", s2ap_seeds="0", top=3, autoattack_examples=500,
     seconds=540, results_dir=REPO / "benchmarks" / "results" / "compare-paper-gpu",
@@ -116,9 +122,10 @@ TINY_CPU = Profile(
     models=("small_cnn", "small_cnn_wide"),
     settings={
         "device": "cpu", "progress": False, "data.dataset": "fashion-mnist", "data.train_examples": 300,
-        "data.val_fraction": 0.01, "data.test_examples": 100, "pretrain.epochs": 1, "prune.epochs": 1,
+        "data.val_fraction": 0.01, "data.test_examples": 100, "pretrain.epochs": 1, "prune.epochs": 2,
         "finetune.epochs": 1, "evaluate.pgd_steps": 2, "evaluate.sanity_examples": 50,
-        "compare.methods": "harp,lamp", "compare.sparsities": "0.999,0.99", "compare.seeds": "0", "compare.jobs": 2,
+        "compare.methods": "harp,harp-paper", "compare.sparsities": "0.999,0.99", "compare.seeds": "0",
+        "compare.jobs": 2,
     },
     s2ap_methods="harp", s2ap_sparsities="0.999", s2ap_seeds="0", top=3, autoattack_examples=20,
     seconds=600, results_dir=None, poll_seconds=2.0,
@@ -428,8 +435,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrain-epochs", type=int,
                         help="dense pre-training epochs (default 8, as the CPU grid; vgg16_bn was still "
                              "under-trained after 8: use another --out-dir for another value)")
-    parser.add_argument("--s2ap-rho", type=float, default=0.01,
-                        help="S2AP's rho for the extra cells, as in the CPU grids (0: none)")
+    parser.add_argument("--s2ap-rho", type=float, default=0.0,
+                        help="S2AP's rho for extra cells, e.g. 0.01 as in the CPU grids (default 0: none)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast in training (faster, not the CPU grid's)")
     parser.add_argument("--results-dir", type=Path,
                         help="where the small result files go (default benchmarks/results/compare-paper-gpu; "

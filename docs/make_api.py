@@ -27,7 +27,7 @@ SECTIONS = {
                                        "finetune", "evaluate", "load_model"],
     "Robustness evaluation": ["evaluate_robustness"],
     "Pruning your own model": ["HarpPruner", "Pruner", "PRUNERS", "build_pruner", "Prunable", "WeightMask",
-                               "wrap_model", "unwrap_model", "sparsity_report"],
+                               "wrap_model", "unwrap_model", "masked_layers", "sparsity_report"],
     "Data": ["Splits", "tensor_dataset", "validation_split", "load_dataset", "make_splits"],
     "Models": ["build_model"],
     "Export": ["export_model", "export_checkpoint", "slim_model", "load_slim", "save_sparse", "load_sparse",

@@ -419,11 +419,24 @@ def test_forged_checkpoint_through_the_api(tmp_path):
         load_checkpoint(_forged(tmp_path / "forged.pt"))
 
 
-def test_forged_checkpoint_to_evaluate(tmp_path, capsys):
-    forged = _forged(tmp_path / "forged.pt")
-    code, stderr = _cli(["evaluate", "--evaluate-checkpoint", str(forged), "--out-dir", str(tmp_path / "out"),
+def _nan_checkpoint(path: Path) -> Path:
+    """A small_cnn checkpoint with one NaN weight (training stops on those; evaluation must too)."""
+    model = build_model("small_cnn", (1, 28, 28), 10, [0.3], [0.3])
+    state = model.state_dict()
+    state["net.features.0.weight"][0, 0, 0, 0] = float("nan")
+    spec = {"name": "small_cnn", "input_shape": [1, 28, 28], "num_classes": 10, "mean": [0.3], "std": [0.3]}
+    return save_atomic({"model_spec": spec, "model": state, "config": {}}, path)
+
+
+@pytest.mark.parametrize("write,message", [
+    (_forged, "not a complete harp-prune checkpoint"),
+    (_nan_checkpoint, "the model's net.features.0.weight holds NaN/inf"),
+], ids=["forged", "nan-weights"])
+def test_bad_checkpoint_to_evaluate(tmp_path, capsys, write, message):
+    checkpoint = write(tmp_path / "checkpoint.pt")
+    code, stderr = _cli(["evaluate", "--evaluate-checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "out"),
                          "--output", str(tmp_path / "eval.json"), *QUICK], capsys)
-    _assert_one_line_error(code, stderr, "not a complete harp-prune checkpoint")
+    _assert_one_line_error(code, stderr, message)
     assert not (tmp_path / "eval.json").exists()
 
 

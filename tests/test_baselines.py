@@ -130,7 +130,7 @@ def test_rates_only_trains_rates_not_scores(trained_model, tiny_splits):
 
 def test_layer_bounds_clamp_harp_keep_ratios_and_keep_gradients(trained_model):
     model = copy.deepcopy(trained_model)
-    pruner = build_pruner("harp", 0.99, min_layer_density=0.002, max_layer_density=0.05)
+    pruner = build_pruner("harp-paper", 0.99, min_layer_density=0.002, max_layer_density=0.05)
     pruner.attach(model)
     layers = pruner.layers
     with torch.no_grad():

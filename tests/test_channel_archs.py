@@ -88,7 +88,23 @@ def _pruned(model: nn.Module, sparsity: float = 0.5, target: str = "flops"):
     return pruner, layers, dense
 
 
-ARCHS = {"depthwise": depthwise_net, "grouped": grouped_net, "reused": ReusedNet}
+class SharedReluNet(nn.Module):
+    """One stateless ReLU module applied after every conv, as torchvision's ResNet blocks do (``self.relu``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+ARCHS = {"depthwise": depthwise_net, "grouped": grouped_net, "reused": ReusedNet, "shared_relu": SharedReluNet}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -192,6 +208,20 @@ def test_a_module_used_twice_shares_one_mask_and_slims_exactly():
         torch.testing.assert_close(slim(x), expected, rtol=1e-4, atol=1e-5)
     assert "shared" in plan.gathers  # its second call reads its own output: nothing upstream can shrink
     assert slim.shared[1].in_channels == int(shared.mask().sum())
+
+
+def test_a_shared_stateless_module_does_not_stop_the_producer_losing_its_filters():
+    model = SharedReluNet()
+    _, layers = _finalized(model, 0.5)
+    kept = int(layers["conv2"].mask().sum())
+    assert 0 < kept < 8
+    x = torch.rand(3, *SHAPE)
+    with torch.no_grad():
+        expected = model(x)
+        slim, plan = slim_model(model, SHAPE)
+        torch.testing.assert_close(slim(x), expected, rtol=1e-4, atol=1e-5)
+    assert "conv2" not in plan.gathers  # a BatchNorm used twice would still stop it; a ReLU need not
+    assert (slim.conv1.out_channels, slim.bn1.num_features, slim.conv2.in_channels) == (kept, kept, kept)
 
 
 def test_reused_model_reports_flops_counted_per_call():

@@ -11,7 +11,7 @@ from harp_prune import __version__, cli, pipeline
 def runs(monkeypatch):
     """The configs ``pipeline.run`` would have been called with (nothing is trained)."""
     calls = []
-    monkeypatch.setattr(pipeline, "run", lambda config, resume: calls.append((config, resume)))
+    monkeypatch.setattr(pipeline, "run", lambda config, model, resume: calls.append((config, resume)))
     return calls
 
 

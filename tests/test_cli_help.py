@@ -124,7 +124,7 @@ def test_an_option_several_methods_take_states_each_ones_default():
     assert _shown_default(mart["--pretrain-beta"]) == "5.0" and "trades: 6.0" in mart["--pretrain-beta"]
     assert _shown_default(mart["--prune-beta"]) == "5.0"
     compared = _listed(["compare"])  # harp compare lists the options of every method of compare.methods
-    assert "--prune-gamma0" in compared and "--prune-boundary-width" not in compared
+    assert "--prune-rate-reach" in compared and "--prune-boundary-width" not in compared
     assert "--prune-boundary-width" in _listed(["compare", "--compare-methods", "harp,frontier"])
 
 

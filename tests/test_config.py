@@ -43,7 +43,7 @@ def test_bad_values_give_one_line_errors(values, message):
 
 
 def test_effective_config_is_saved_with_provenance(tmp_path):
-    config = build_config(cli_values={"prune.gamma0": "0.05"})
+    config = build_config(cli_values={"prune.method": "harp-paper", "prune.gamma0": "0.05"})
     save_config(config, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "# prune.gamma0: command line" in text
@@ -61,7 +61,8 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_gamma0_follows_the_data_set_unless_set():
-    assert method_options(build_config()).gamma0 == 0.05  # embedded set: ~70 steps per epoch
-    assert build_config().provenance["prune.gamma0"] == "default for fashion-mnist-small"
-    assert method_options(build_config(cli_values={"data.dataset": "fashion-mnist"})).gamma0 == 0.01  # the paper's
-    assert method_options(build_config({"prune.gamma0": 0.02})).gamma0 == 0.02
+    paper = {"prune.method": "harp-paper"}  # γ0 is the paper schedule's option
+    assert method_options(build_config(paper)).gamma0 == 0.05  # embedded set: ~70 steps per epoch
+    assert build_config(paper).provenance["prune.gamma0"] == "default for fashion-mnist-small"
+    assert method_options(build_config(paper, cli_values={"data.dataset": "fashion-mnist"})).gamma0 == 0.01
+    assert method_options(build_config({**paper, "prune.gamma0": 0.02})).gamma0 == 0.02

@@ -17,7 +17,7 @@ from harp_prune.errors import HarpError
 from harp_prune.pruning import build_pruner, rebuild_pruner
 from harp_prune.training import PGDAT
 from harp_prune.training.loop import train_epoch
-from harp_prune.training.stage import StageSettings, run_stage
+from harp_prune.training.stage import StageCheckpoints, StageData, StageSettings, run_stage
 
 
 def _prune_epoch(model, pruner, splits, steps_seen=None):
@@ -205,11 +205,11 @@ def test_a_pruning_stage_holds_the_allocation_after_move_epochs(trained_model, t
         counts.append((pruner.epochs_done, [layer.kept() for layer in pruner.layers]))
 
     pruner.after_step = after_step  # the stage takes the pruner's after_step as it finds it
+    data = StageData(make_loader(tiny_splits.train, 64, shuffle=True, seed=0),
+                     make_loader(tiny_splits.val, 128, shuffle=False, seed=0))
     run_stage(StageSettings("prune", epochs=2, lr=0.1, show_progress=False), model,
-              pruner.trainable_parameters(model), PGDAT(PGD(eps=0.1, steps=2, step_size=0.05)),
-              make_loader(tiny_splits.train, 64, shuffle=True, seed=0),
-              make_loader(tiny_splits.val, 128, shuffle=False, seed=0), None, torch.device("cpu"),
-              tmp_path / "prune", {}, pruner=pruner)
+              pruner.trainable_parameters(model), PGDAT(PGD(eps=0.1, steps=2, step_size=0.05)), data,
+              StageCheckpoints(tmp_path / "prune", {}), torch.device("cpu"), pruner=pruner)
     first = [kept for epoch, kept in counts if epoch == 0]
     second = [kept for epoch, kept in counts if epoch == 1]
     assert first and second and len(first) + len(second) == len(counts)

@@ -34,21 +34,25 @@ def test_the_dry_run_plans_the_full_width_models_on_the_gpu(script, tmp_path, ca
     script.main(["--dry-run", "--out-dir", str(tmp_path), "--data-root", "/nowhere"])  # no data needed to plan
     printed = capsys.readouterr().out
     compares = [line.strip() for line in printed.splitlines() if " -m harp_prune compare " in line]
-    assert len(compares) == 4  # per model: the grid, then its S2AP cells
+    assert len(compares) == 2  # per model: the grid (S2AP cells only with --s2ap-rho)
     grids = {flag(c, "--model"): c for c in compares if "--prune-s2ap-rho" not in c}
     assert sorted(grids) == ["resnet18", "vgg16_bn"]
     for model, command in grids.items():
         assert flag(command, "--config") == "compare-resnet"
         assert flag(command, "--device") == "cuda"
         assert flag(command, "--out-dir") == str(tmp_path / model)
-        assert flag(command, "--compare-methods") == "harp,harp:lamp,hydra,hydra:lamp,lamp,global-magnitude,frontier"
+        assert flag(command, "--compare-methods") == "harp,harp-paper,hydra:lamp,frontier"
+        assert flag(command, "--prune-epochs") == "10"
         assert flag(command, "--compare-sparsities") == "0.999,0.99"
         assert flag(command, "--compare-seeds") == "0,1"
         assert flag(command, "--data-root") == "/nowhere"
         assert flag(command, "--evaluate-pgd-steps") == "20"
         assert flag(command, "--data-test-examples") == "2000"
         assert "--amp" not in command.split()
-    s2ap = [c for c in compares if "--prune-s2ap-rho" in c]
+    script.main(["--dry-run", "--out-dir", str(tmp_path), "--data-root", "/nowhere", "--s2ap-rho", "0.01"])
+    printed = capsys.readouterr().out
+    s2ap = [line.strip() for line in printed.splitlines() if " -m harp_prune compare " in line and "s2ap" in line]
+    assert len(s2ap) == 2
     for command in s2ap:
         assert flag(command, "--prune-s2ap-rho") == "0.01"
         assert flag(command, "--compare-methods") == "harp,hydra:lamp,frontier"
@@ -58,7 +62,7 @@ def test_the_dry_run_plans_the_full_width_models_on_the_gpu(script, tmp_path, ca
     assert len(autoattack) == 4  # per model and sparsity
     for command in autoattack:
         assert (flag(command, "--seeds"), flag(command, "--examples")) == ("0,1", "500")
-    assert sum("the top 3 of harp,harp-lamp,hydra,hydra-lamp,lamp,global-magnitude,frontier" in line
+    assert sum("the top 3 of harp,harp-paper,hydra-lamp,frontier" in line
                for line in printed.splitlines()) == 4
 
 
@@ -88,8 +92,7 @@ def test_autoattack_takes_the_three_best_methods_by_mean_pgd20_once_the_column_f
     args = script.parse_args(["--out-dir", str(tmp_path), "--models", "resnet18", "--s2ap-rho", "0"])
     compare = script.make_plan(args).main[0]
     column = compare.columns()[0.999]
-    pgd20 = {"harp": (0.30, 0.40), "harp-lamp": (0.50, 0.10), "hydra": (0.20, 0.20), "hydra-lamp": (0.60, 0.50),
-             "lamp": (0.31, 0.30), "global-magnitude": (0.0, 0.1), "frontier": (0.45, 0.45)}
+    pgd20 = {"harp": (0.30, 0.40), "harp-paper": (0.10, 0.10), "hydra-lamp": (0.60, 0.50), "frontier": (0.45, 0.45)}
     for cell in column[:-1]:
         done = cell.path(compare.root) / "result.json"
         done.parent.mkdir(parents=True)

@@ -8,6 +8,7 @@ from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning import (
+    HarpPaperPruner,
     HarpPruner,
     Prunable,
     build_pruner,
@@ -128,7 +129,7 @@ def test_unreachable_budget_is_refused_not_missed():
 def test_pruner_call_order_is_checked():
     pruner = HarpPruner(0.9)
     with pytest.raises(HarpError, match="attach"):
-        pruner.penalty(0)
+        HarpPaperPruner(0.9).penalty(0)
     with pytest.raises(HarpError, match="attach"):
         pruner.finalize()
     with pytest.raises(HarpError, match="attach"):
@@ -145,7 +146,7 @@ def test_pruner_call_order_is_checked():
 
 @pytest.mark.parametrize("options,match", [
     ({"sparsity": "abc"}, "sparsity must be a number"),
-    ({"sparsity": 0.9, "gamma0": -1.0}, "gamma0 must be >= 0"),
+    ({"sparsity": 0.9, "rate_reach": -1.0}, "rate_reach must be > 0"),
     ({"sparsity": 1.0}, "sparsity must be in"),
     ({"sparsity": float("nan")}, "sparsity"),
 ])

@@ -70,7 +70,7 @@ def test_a_new_pruner_with_an_option_is_one_class():
         shrink_help = _help("prune", "--method", "shrink-test")
         assert "--prune-shrink" in shrink_help and "how hard to shrink (default 0.5" in shrink_help
         with pytest.raises(HarpError, match=r"pruning method 'harp' does not take prune\.shrink \(set in "
-                                            r"command line\); it takes: .*gamma0"):
+                                            r"command line\); it takes: .*rate_reach"):
             pipeline.make_pruner(build_config(cli_values={"prune.shrink": 0.3}))
     assert "shrink-test" not in PRUNERS and "prune.shrink" not in config_keys()
 
@@ -108,7 +108,7 @@ def test_options_are_typed_and_checked_against_their_choices():
                                         r"scaled-magnitude"):
         build_config(prune={"method": "one-shot", "importance": "biggest"})
     with pytest.raises(HarpError, match=r"prune.gamma0 must be >= 0"):
-        pipeline.make_pruner(build_config(prune={"gamma0": -1}))
+        pipeline.make_pruner(build_config(prune={"method": "harp-paper", "gamma0": -1}))
     with pytest.raises(HarpError, match=r"config key 'prune.gamma0' must be float, got 'fast'"):
         build_config(prune={"gamma0": "fast"})
     with pytest.raises(HarpError, match=r"unknown config key 'prune.gama0' in Python \(did you mean prune.gamma0"):
@@ -125,10 +125,12 @@ def test_yaml_and_saved_configs_hold_options_flat_in_their_section(tmp_path):
 
 
 def test_the_data_set_default_goes_only_to_methods_that_take_it():
-    assert build_config().prune.method_options == {"gamma0": 0.05}  # embedded Fashion-MNIST: ~70 steps per epoch
+    paper = {"method": "harp-paper"}  # γ0 is the paper schedule's; harp (the default) adapts γ itself
+    assert build_config(prune=paper).prune.method_options == {"gamma0": 0.05}  # embedded data: ~70 steps per epoch
+    assert build_config().prune.method_options == {}
     assert build_config(prune={"method": "hydra"}).prune.method_options == {}
-    assert build_config(data={"dataset": "fashion-mnist"}).prune.method_options == {}  # HARP's own 0.01
-    assert PRUNERS.options("harp", {}).gamma0 == 0.01
+    assert build_config(prune=paper, data={"dataset": "fashion-mnist"}).prune.method_options == {}  # its own 0.01
+    assert PRUNERS.options("harp-paper", {}).gamma0 == 0.01
 
 
 def test_every_flag_says_what_it_means_and_its_default():
@@ -174,12 +176,13 @@ def test_a_file_dropped_into_a_package_registers_itself(tmp_path, monkeypatch):
 
 
 def test_a_config_changed_in_python_gets_the_defaults_of_what_it_chooses_now(tmp_path):
-    """The embedded data's γ0 default went to HARP; switching to HYDRA in Python must not leave it behind as a
-    setting HYDRA refuses, and a bare RunConfig() gets its data set's eps."""
-    config = build_config(out_dir=str(tmp_path / "a"))
+    """The embedded data's γ0 default went to harp-paper; switching to HYDRA in Python must not leave it behind as
+    a setting HYDRA refuses, and a bare RunConfig() gets its data set's eps and, for harp-paper, its γ0."""
+    config = build_config(out_dir=str(tmp_path / "a"), prune={"method": "harp-paper"})
     config.prune.method = "hydra"
     pipeline.prepare(config)
     assert config.prune.method_options == {} and isinstance(pipeline.make_pruner(config), PRUNERS.get("hydra").factory)
     bare = RunConfig(out_dir=str(tmp_path / "b"))
+    bare.prune.method = "harp-paper"
     pipeline.prepare(bare)
     assert (bare.attack.eps, bare.prune.method_options) == (0.1, {"gamma0": 0.05})

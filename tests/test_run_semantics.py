@@ -179,7 +179,7 @@ def test_data_set_defaults_reach_harp_only(tmp_path):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--evaluate-attacks", "pgd20,nonsense"], "unknown attack 'nonsense'"),
-    (["--prune-init-strategy", "nonsense"], "unknown layer budget 'nonsense'"),
+    (["--prune-init-strategy", "nonsense"], "prune.init_strategy 'nonsense' is not a layer budget"),
     (["--evaluate-eps-sweep", "1,x"], "evaluate.eps_sweep must be"),
 ])
 def test_a_config_that_cannot_run_fails_before_training(tmp_path, capsys, flags, message):

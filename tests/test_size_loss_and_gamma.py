@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from harp_prune.pruning import GammaSchedule, HarpPruner, size_loss, soft_density, wrap_model
+from harp_prune.pruning import (
+    GammaSchedule,
+    HarpPaperPruner,
+    HarpPruner,
+    kept_count,
+    size_loss,
+    soft_density,
+    wrap_model,
+)
 
 
 def _layers(ratios, sizes):
@@ -51,10 +59,25 @@ def test_gamma_ramps_freezes_and_never_unfreezes():
 
 def test_penalty_gradient_pushes_every_rate_down():
     model = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 10))
-    pruner = HarpPruner(0.99, gamma0=0.1)
+    pruner = HarpPaperPruner(0.99, gamma0=0.1)
     pruner.attach(model)
     pruner.penalty(epoch=2).backward()
     for layer in pruner.layers:
         assert float(layer.rate.grad) > 0  # gradient descent lowers the keep-ratio
     big, small = pruner.layers
     assert float(big.rate.grad) > float(small.rate.grad)  # larger layers are pushed harder
+
+
+def test_the_two_counting_conventions_that_differ_from_the_authors_code():
+    """docs/method.md lists both: harp-prune counts k = N - floor((1 - a) N) in float64 from the float32 a, the
+    authors int((1 - a) N) in float32; where a N is an integer the float32 product can round up to it, and the
+    authors prune one weight more. At L_hw = 0 their torch.maximum passes half the gradient, relu none."""
+    ratio = torch.tensor(0.1)  # a float32 keep-ratio, as the masks read it
+    authors_kept = 10 - int(((1 - ratio) * 10).item())
+    assert (authors_kept, kept_count(float(ratio), 10)) == (1, 2)
+    tie = torch.zeros((), requires_grad=True)
+    torch.maximum(tie, torch.zeros(())).backward()
+    assert float(tie.grad) == 0.5
+    tie.grad = None
+    torch.relu(tie).backward()
+    assert float(tie.grad) == 0.0

@@ -14,9 +14,9 @@ from harp_prune.models import build_model
 from harp_prune.pruning import build_pruner, masked_layers
 
 
-def _masked(name: str, shape: tuple[int, int, int], sparsity: float):
-    torch.manual_seed(0)
-    model = build_model(name, shape, 10, [0.5] * shape[0], [0.25] * shape[0])
+def masked_channel_model(model: torch.nn.Module, shape: tuple[int, int, int], sparsity: float):
+    """``model`` with random BatchNorm statistics and channel HARP's masks from random scores, projected onto
+    ``sparsity``; also used by benchmarks/slim_backends.py."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial BN, so slicing it wrongly would show
@@ -31,6 +31,11 @@ def _masked(name: str, shape: tuple[int, int, int], sparsity: float):
             layer.scores.normal_()
     pruner.finalize()
     return model.eval(), pruner
+
+
+def _masked(name: str, shape: tuple[int, int, int], sparsity: float):
+    torch.manual_seed(0)
+    return masked_channel_model(build_model(name, shape, 10, [0.5] * shape[0], [0.25] * shape[0]), shape, sparsity)
 
 
 @pytest.mark.parametrize("name, shape, sparsity", [

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         Pruner,
         WeightMask,
         build_pruner,
+        masked_layers,
         sparsity_report,
         unwrap_model,
         wrap_model,

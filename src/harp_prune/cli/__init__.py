@@ -88,7 +88,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         if command == "run":
-            pipeline.run(config, resume=args.resume)
+            from harp_prune.models.factory import model_from_factory
+
+            model = model_from_factory(args.model_factory) if args.model_factory else None
+            pipeline.run(config, model=model, resume=args.resume)
         elif command == "compare":
             from harp_prune.compare import compare
 

@@ -4,17 +4,8 @@ imported when the command runs, so that its help needs no torch)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
-import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-from harp_prune.errors import HarpError
-
-if TYPE_CHECKING:
-    from torch import nn
 
 
 def add_export_arguments(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
@@ -32,37 +23,13 @@ def add_export_arguments(parser: argparse.ArgumentParser, formats: Sequence[str]
                              "folder is importable)")
 
 
-def model_from_factory(path: str) -> nn.Module:
-    """Call the zero-argument function named by ``module:function`` and check that it returns a model."""
-    module_name, _, function_name = path.partition(":")
-    if not module_name or not function_name:
-        raise HarpError(f"--model-factory '{path}' is not module:function; write it like mypkg.models:build")
-    if os.getcwd() not in sys.path:  # as 'python -m' does, so a module beside the user's files is found
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HarpError(f"--model-factory: cannot import '{module_name}' ({exc}); run from the folder that holds "
-                        "it or add that folder to PYTHONPATH") from exc
-    factory = getattr(module, function_name, None)
-    if not callable(factory):
-        raise HarpError(f"--model-factory: '{module_name}' has no function '{function_name}'; name a function "
-                        "that returns the model")
-    from torch import nn
-
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise HarpError(f"--model-factory: {path}() returned a {type(model).__name__}, not a torch nn.Module; "
-                        "return an instance of the model's architecture")
-    return model
-
-
 def _mb(n: float) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
 def run_export(args: argparse.Namespace) -> int:
     from harp_prune.export import export_checkpoint
+    from harp_prune.models.factory import model_from_factory
 
     model = model_from_factory(args.model_factory) if args.model_factory else None
     report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim, model=model)

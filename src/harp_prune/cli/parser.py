@@ -249,6 +249,12 @@ def build_parser(words: Sequence[str] | None = None) -> HarpParser:
                                  "metrics.jsonl; also while it trains) or of a 'harp compare' (compare.json)")
         else:
             add_config_flags(command, name, words or [])
+            if name == "run":
+                command.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                                     help="run your own architecture instead of the zoo's --model (also to --resume "
+                                          "a run of hp.run(model=...)): a function that takes no arguments and "
+                                          "returns an instance of it, e.g. mypkg.models:build (the current folder "
+                                          "is importable); default none: the zoo's --model")
             if name == "evaluate":
                 command.add_argument("--output", metavar="JSON", help="where to write the result (default: beside "
                                      "the checkpoint, as <checkpoint>.eval.json)")

@@ -91,7 +91,8 @@ def run_cell(config: RunConfig, cell: Cell, root: Path, source: Path, splits: Sp
             f"keep-ratios come from the budget projection, not from learning (raise prune.gamma0 or prune.epochs)")
     result = {
         "label": cell.label, "method": cell.method, "sparsity": cell.sparsity, "seed": cell.seed,
-        "gamma0": pruned.pruner.options.gamma0 if learns_rates else None,
+        "gamma0": getattr(pruned.pruner.options, "gamma0", None),  # the paper schedule's γ0 (harp-paper)
+        "learns": {"scores": pruned.pruner.learns_scores, "rates": learns_rates},
         "objectives": {"pretrain": cfg.pretrain.objective,
                        "prune": cfg.prune.objective or cfg.pretrain.objective,
                        "finetune": cfg.finetune.objective or cfg.pretrain.objective},

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harp_prune.config import OPTION_BAGS, RunConfig, apply_dataset_defaults, check_taken, unset, user_set
+from harp_prune.config import METHOD_BAG, RunConfig, apply_dataset_defaults, check_taken, unset, user_set
 from harp_prune.errors import HarpError
 from harp_prune.progress import log
 from harp_prune.pruning import PRUNERS, STRATEGIES
@@ -22,7 +22,6 @@ CACHE_NEUTRAL_KEYS = ("prune.source", "finetune.source", "data.workers", "data.e
 # the option that ':<budget>' in compare.methods sets: a fixed-rate method's layer budget, or where a learning
 # method's rates start
 BUDGET_OPTIONS = ("layer_budget", "init_strategy")
-METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,14 @@ def _variant(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
     return method, ((takes[0], budget),)
 
 
+# the method a γ0 sweep varies: the paper's schedule (harp adapts its γ and takes no γ0)
+SWEPT_METHOD = "harp-paper"
+
+
 def harp_gamma0(config: RunConfig) -> float:
-    """The γ0 plain ``harp`` cells use: the one set, or the data set's default, or HARP's own."""
-    probe = cell_config(config, Cell("harp", config.prune.sparsity, config.seed), Path("."), Path("."))
-    return PRUNERS.options("harp", probe.prune.method_options).gamma0
+    """The γ0 plain ``harp-paper`` cells use: the one set, or the data set's default, or the method's own."""
+    probe = cell_config(config, Cell(SWEPT_METHOD, config.prune.sparsity, config.seed), Path("."), Path("."))
+    return PRUNERS.options(SWEPT_METHOD, probe.prune.method_options).gamma0
 
 
 def grid(config: RunConfig) -> list[Cell]:
@@ -99,11 +102,11 @@ def grid(config: RunConfig) -> list[Cell]:
         if g <= 0:
             raise HarpError(f"compare.gamma0_sweep values must be > 0, got {g}")
     cells = [Cell(m, s, seed, options) for s in sparsities for m, options in methods for seed in seeds]
-    plain_harp = ("harp", ()) in methods
+    plain_harp = (SWEPT_METHOD, ()) in methods
     for g in gammas:
         if plain_harp and g == harp_gamma0(config):
-            continue  # the plain harp cells already use this γ0
-        cells += [Cell("harp", s, seed, (("gamma0", g),)) for s in sparsities for seed in seeds]
+            continue  # the plain harp-paper cells already use this γ0
+        cells += [Cell(SWEPT_METHOD, s, seed, (("gamma0", g),)) for s in sparsities for seed in seeds]
     compared = sorted({cell.method for cell in cells})
     drop_file_options_not_taken(config, compared)
     check_taken(config, METHOD_BAG, compared)

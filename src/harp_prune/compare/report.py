@@ -7,7 +7,8 @@ import copy
 import statistics
 from typing import Any
 
-from harp_prune.pruning import STRATEGIES, wrap_model
+from harp_prune.compare.grid import SWEPT_METHOD
+from harp_prune.pruning import STRATEGIES, pruner_class, wrap_model
 
 LAYER_BUDGETS = ("uniform", "lamp", "erk")  # drawn beside HARP's learned keep-ratios
 
@@ -50,10 +51,19 @@ def summarize_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "attacks": attacks,
             "realised_sparsity": statistics.fmean(m["evaluation"]["sparsity"] for m in members),
             "budget_reached_epoch": reached if any(r is not None for r in reached) else None,
-            "learns_rates": members[0]["gamma0"] is not None,
+            # what the method learns while pruning: its per-layer allocation (harp, harp-paper, frontier, ...), its
+            # scores, both or neither (one-shot methods)
+            "learns_rates": pruner_class(members[0]["method"]).learns_rates,
+            "learns_scores": pruner_class(members[0]["method"]).learns_scores,
             "layers": members[0]["evaluation"]["layers"],
         })
     return rows
+
+
+def _learns(row: dict[str, Any]) -> str:
+    learned = [what for what, flag in (("scores", row["learns_scores"]), ("per-layer allocation", row["learns_rates"]))
+               if flag]
+    return " and ".join(learned) or "nothing (one-shot)"
 
 
 def _pct(value: float, spread: float = 0.0) -> str:
@@ -91,10 +101,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if any(r["learns_rates"] and r["budget_reached_epoch"] is None for r in rows):
         lines += ["", "† the learned rates never met the budget during pruning, so the budget projection after pruning "
-                  "set the final keep-ratios (one common logit shift): raise prune.gamma0 or prune.epochs."]
-    harp_rows = [r for r in rows if r["method"] == "harp"]
+                  "set the final keep-ratios (one factor on every keep-ratio): raise prune.gamma0 (harp-paper) or "
+                  "prune.epochs."]
+    lines += ["", "What each method learns while pruning: " + "; ".join(
+        f"{label}: {_learns(next(r for r in rows if r['label'] == label))}" for label in labels) + "."]
+    harp_rows = [r for r in rows if r["method"] == SWEPT_METHOD]
     if len({r["gamma0"] for r in harp_rows}) > 1:
-        lines += ["", "## γ0 sweep (HARP)", "",
+        lines += ["", f"## γ0 sweep ({SWEPT_METHOD})", "",
                   "| γ0 | sparsity % | budget reached at epoch | natural % | robust % |", "|---|---|---|---|---|"]
         for r in sorted(harp_rows, key=lambda r: (r["sparsity"], r["gamma0"])):
             reached = r["budget_reached_epoch"] or []

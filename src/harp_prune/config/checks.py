@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harp_prune.config.keys import (
+    METHOD_BAG,
     OPTION_BAGS,
     OptionBag,
     check_choice,
@@ -12,9 +13,10 @@ from harp_prune.config.keys import (
     config_keys,
     get,
 )
-from harp_prune.config.schema import RunConfig
+from harp_prune.config.schema import CompareConfig, RunConfig
 from harp_prune.data import DATASETS
 from harp_prune.errors import HarpError
+from harp_prune.pruning import PRUNERS, Prunable
 from harp_prune.registry import flag_name
 
 
@@ -44,11 +46,14 @@ def where_set(config: RunConfig, key: str) -> str:
     return "Python code" if source.startswith("default") else source
 
 
-def check_taken(config: RunConfig, bag: OptionBag, components: list[str] | None = None) -> None:
-    """Every option set in ``bag``'s dict is taken by one of the chosen ``components`` (default: the ones the
-    config chooses); otherwise an error names the option, where it was set and the components."""
+def check_taken(config: RunConfig, bag: OptionBag, components: list[str] | None = None,
+                sources: tuple[str, ...] | None = None) -> None:
+    """Every option set in ``bag``'s dict (only those set from ``sources``, when given) is taken by one of the
+    chosen ``components`` (default: the ones the config chooses); otherwise an error names the option, where
+    it was set and the components."""
     chosen = components if components is not None else chosen_components(config, bag)
-    values = getattr(getattr(config, bag.section), bag.field)
+    values = [name for name in getattr(getattr(config, bag.section), bag.field)
+              if sources is None or config.provenance.get(f"{bag.section}.{name}") in sources]
     for component in chosen:
         bag.registry.get(component)  # an unknown component is named as such
     taken = {name for component in chosen for name in bag.registry.get(component).takes()}
@@ -88,9 +93,30 @@ def component_options(config: RunConfig, bag: OptionBag, component: str) -> Any:
         raise
 
 
+def pruning_methods(config: RunConfig) -> list[str]:
+    """The pruning methods a config can run: ``prune.method``, and those of ``compare.methods`` when it was
+    changed from its default (a comparison's config sets options for all of its methods at once)."""
+    methods = [config.prune.method]
+    if config.compare.methods != CompareConfig().methods:
+        methods += [name.split(":")[0].strip() for name in config.compare.methods.split(",") if name.strip()]
+    return list(dict.fromkeys(methods))
+
+
+def check_pruning(config: RunConfig) -> None:
+    """What is pruned and how: the layer types and patterns, each method option set in Python or on the command
+    line is taken by a method the config can run (a file may hold options for methods it does not run: a
+    preset's for methods a comparison may add; the run's pruner and the comparison's grid check those), the
+    values are valid, and the configured method can be made with them."""
+    prunable = Prunable(config.prune.layer_types, config.prune.include_parameters, config.prune.exclude)
+    check_taken(config, METHOD_BAG, pruning_methods(config), sources=("Python", "command line"))
+    for method in pruning_methods(config):
+        component_options(config, METHOD_BAG, method)
+    PRUNERS.get(config.prune.method).factory(config.prune.sparsity, component_options(
+        config, METHOD_BAG, config.prune.method), prunable=prunable, seed=config.seed)
+
+
 def validate(config: RunConfig) -> None:
-    """Reject settings that cannot work; the pruning method's options are checked where the pruner is made
-    (``harp compare`` sets them for several methods at once)."""
+    """Reject settings that cannot work, what is pruned and how included (``check_pruning``)."""
     for key, found in config_keys().items():
         if found.bag is None:
             check_choice(found, get(config, key))
@@ -115,4 +141,7 @@ def validate(config: RunConfig) -> None:
             raise HarpError(f"{name}.epochs must be >= 0, got {stage.epochs}")
         if not stage.lr > 0:
             raise HarpError(f"{name}.lr must be > 0 (the initial learning rate, e.g. 0.1), got {stage.lr}")
+        if not 0.0 <= stage.momentum < 1.0:  # beyond 1 SGD's steps grow without bound; Adam refuses it
+            raise HarpError(f"{name}.momentum must be in [0, 1) (e.g. 0.9), got {stage.momentum}")
     check_component_options(config, include_method=False)
+    check_pruning(config)

@@ -44,6 +44,7 @@ OPTION_BAGS = (
     OptionBag("evaluate", "attack_options", ATTACKS, ("evaluate.attacks",)),
 )
 BAG_FIELDS = {(bag.section, bag.field) for bag in OPTION_BAGS}
+METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
 
 
 @dataclass(frozen=True)

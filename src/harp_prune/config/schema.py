@@ -17,7 +17,7 @@ from harp_prune.data import DATASETS
 from harp_prune.models import MODELS
 from harp_prune.pruning import PRUNERS
 from harp_prune.registry import option
-from harp_prune.training import OBJECTIVES
+from harp_prune.training import OBJECTIVES, OPTIMIZERS
 
 
 @dataclass(slots=True)
@@ -48,8 +48,10 @@ class AttackConfig:
 class StageConfig:
     epochs: int = option(10, "training epochs of the stage")
     lr: float = option(0.1, "initial learning rate (cosine schedule)")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "SGD weight decay")
+    optimizer: str = option("sgd", "the optimiser (sgd: the paper's; adam and adamw usually want a lr near 1e-3)",
+                            choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum; beta1 of adam and adamw")
+    weight_decay: float = option(5e-4, "weight decay (adamw: decoupled from the gradient)")
     objective: str | None = option(None, "training objective (none: pretrain's)", choices=OBJECTIVES)
     # the options of the objective, by name (``pretrain.beta``); see harp_prune.training.OBJECTIVES
     objective_options: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +107,7 @@ class CompareConfig:
                           "an initial strategy (e.g. hydra:lamp)")
     sparsities: str = option("0.9,0.99,0.999", "comma-separated target sparsities")
     seeds: str = option("0", "comma-separated seeds of pruning and fine-tuning (one pre-training)")
-    gamma0_sweep: str = option("", "comma-separated γ0 values: extra HARP cells, e.g. 0.001,0.01,0.1")
+    gamma0_sweep: str = option("", "comma-separated γ0 values: extra harp-paper cells, e.g. 0.001,0.01,0.1")
     jobs: int = option(1, "cells run at once, each in its own process on the same device")
 
 

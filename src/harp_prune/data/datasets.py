@@ -54,6 +54,9 @@ class ImageData:
                 raise HarpError(f"{self.name} {split} images must be N x C x H x W, got shape {images.shape}")
             if len(images) != len(labels):
                 raise HarpError(f"{self.name} {split}: {len(images)} images but {len(labels)} labels")
+            if not len(images):
+                raise HarpError(f"{self.name} {split} split holds no images{f' ({self.source})' if self.source else ''}"
+                                "; the data files are empty or damaged: get them again")
             out_of_range = labels[(labels < 0) | (labels >= len(self.classes))]
             if len(out_of_range):
                 raise HarpError(f"{self.name} {split} labels must be in [0, {len(self.classes)}), found "
@@ -246,8 +249,22 @@ def make_splits(data: ImageData, val_fraction: float, seed: int, test_limit: int
 
 def tensor_dataset(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
     """Wrap user tensors (float images in [0, 1], integer labels) for the library's loaders."""
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise HarpError(f"images and labels must be torch tensors, got {type(images).__name__} and "
+                        f"{type(labels).__name__}; convert them with torch.as_tensor")
     if images.ndim != 4:
         raise HarpError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
+    if labels.ndim != 1 or labels.is_complex() or not bool((labels == labels.round()).all()):
+        raise HarpError(f"labels must be a 1-D tensor of whole class indices, got {labels.dtype} of shape "
+                        f"{tuple(labels.shape)}; give one class index per image")
+    if len(images) != len(labels):
+        raise HarpError(f"{len(images)} images but {len(labels)} labels; give one label per image")
+    if not len(images):
+        raise HarpError("no images given (a tensor of shape 0 x C x H x W); give at least one image")
+    if (labels < 0).any():
+        raise HarpError(f"labels must be class indices >= 0, found {int(labels.min())}")
+    if not bool(torch.isfinite(images).all()):
+        raise HarpError("images hold NaN or inf values; give images scaled to [0, 1]")
     if images.min() < 0 or images.max() > 1:
         raise HarpError("images must be scaled to [0, 1]; the model normalises internally")
     return TensorDataset(images.float(), labels.long())

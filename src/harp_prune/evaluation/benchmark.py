@@ -23,6 +23,7 @@ from harp_prune.evaluation.robustness import evaluate_model
 from harp_prune.evaluation.sanity import spread_subset, sweep_hits, sweep_report
 from harp_prune.evaluation.suite import evaluation_rng, threat_model
 from harp_prune.progress import log
+from harp_prune.training import first_non_finite
 
 # the eps multiples of the sanity sweep, as ``evaluate.eps_sweep`` defaults to them
 DEFAULT_SWEEP = (0.5, 1.0, 2.0, 16.0)
@@ -83,6 +84,9 @@ def evaluation_record(model: nn.Module, loader: DataLoader, attacks: dict[str, A
     """``evaluate_model`` and the eps sweep under the evaluation's own random stream (``evaluation_rng(seed)``),
     with the threat model, the data set's name and the sweep's warnings among the flags: ``harp evaluate``'s
     record. ``budget`` is the pruner's ``budget_report()``, if there is one."""
+    if (broken := first_non_finite(model)) is not None:  # every prediction would be the same arbitrary class
+        raise HarpError(f"the model's {broken} holds NaN/inf, so its accuracy would mean nothing; evaluate a model "
+                        "whose training did not diverge")
     # the attacks' random starts depend on the seed alone, not on what ran before, and leave the caller's random
     # stream as it was
     with evaluation_rng(seed, device):
@@ -98,6 +102,20 @@ def evaluation_record(model: nn.Module, loader: DataLoader, attacks: dict[str, A
         for warning in result["sanity"]["warnings"]:
             log(f"[evaluate] warning: {warning}")
     return result
+
+
+def _check_label_range(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+    """Labels the model has no output for would fail deep inside an attack's loss (an IndexError): name them."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(images[:1].to(device)).shape[-1]
+    finally:
+        model.train(was_training)
+    if int(labels.max()) >= outputs:
+        raise HarpError(f"labels must be in [0, {outputs}) for a model with {outputs} outputs, found "
+                        f"{int(labels.max())}; give the labels of the classes the model was trained on")
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -158,6 +176,8 @@ def evaluate_robustness(model: nn.Module, data: DataLoader | tuple[torch.Tensor,
     step_size = step_size if step_size is not None else eps * STEP_SIZE_FRACTION
     device = torch.device(device) if device is not None else _model_device(model)
     model = model.to(device)
+    if not isinstance(data, DataLoader):
+        _check_label_range(model, *loader.dataset.tensors, device)
     built = build_attacks(list(attacks), eps, norm, step_size=step_size, seed=seed, batch_size=batch_size,
                           state_dir=state_dir, options=attack_options)
     return evaluation_record(model, loader, built, device, eps=eps, step_size=step_size, norm=norm, seed=seed,

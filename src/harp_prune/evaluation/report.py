@@ -14,11 +14,18 @@ def budget_line(budget: dict[str, Any]) -> str:
     line = f"{budget['quantity']} kept {budget['realised']:.5f} of dense (budget {budget['target']:.5f})"
     if budget["quantity"] != "weights":
         line += f", weight sparsity {1 - budget['weights']:.5f}"
+    if budget.get("warning"):
+        line += f"; warning: {budget['warning']}"
     return line
 
 
 def _budget_cell(budget: dict[str, Any] | None) -> str:
-    return "-" if budget is None else f"{budget['quantity']} {_pct(budget['realised'])} / {_pct(budget['target'])}"
+    if budget is None:
+        return "-"
+    cell = f"{budget['quantity']} {_pct(budget['realised'])} / {_pct(budget['target'])}"
+    if "learned" in budget and budget.get("warning"):  # the projection, not learning, met the budget
+        cell += f" (learned {_pct(budget['learned'])}: projected)"
+    return cell
 
 
 def comparison_table(rows: dict[str, dict[str, Any]]) -> str:

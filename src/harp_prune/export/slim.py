@@ -31,7 +31,7 @@ from harp_prune.pruning.channel import ChannelMaskedLayer
 from harp_prune.pruning.conv import conv_groups, expand_units, is_depthwise
 from harp_prune.pruning.graph import trace_layers
 from harp_prune.pruning.masked import PRUNABLE_TYPES, find_sites, mask_sites, prunable_modules, unwrap_model
-from harp_prune.training import build_from_spec
+from harp_prune.training import build_from_spec, load_verified
 
 FORMAT = "harp-slim-v1"
 
@@ -244,7 +244,7 @@ def save_slim(model: nn.Module, plan: SlimPlan, model_spec: dict[str, Any], path
 
 def load_slim(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Rebuild a slim model: the architecture (from the spec, or ``model``), the plan applied, the weights loaded."""
-    data = torch.load(str(path), map_location="cpu", weights_only=True)
+    data = load_verified(Path(path), "slim checkpoint", "export it again with 'harp export --format slim'")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp slim checkpoint; export one with 'harp export --format slim'")
     model = model if model is not None else build_from_spec(data["model_spec"])

@@ -19,9 +19,10 @@ from harp_prune.pipeline.components import (
     validate_run,
 )
 from harp_prune.pipeline.evaluation import evaluate, sanity_section
+from harp_prune.pipeline.resume import RESULT_KEYS
 from harp_prune.pipeline.run import run, summarize
 from harp_prune.pipeline.runtime import Context, open_context, resolve_device, seed_everything
-from harp_prune.pipeline.stages import RESULT_KEYS, StageOutcome, finetune, pretrain, prune
+from harp_prune.pipeline.stages import StageOutcome, finetune, pretrain, prune
 
 __all__ = [
     "RESULT_KEYS", "STAGES", "Context", "StageOutcome", "configured_prunable", "evaluate", "evaluation_attacks",

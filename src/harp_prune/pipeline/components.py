@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from harp_prune.attacks import PGD, Attack
 from harp_prune.config import (
-    OPTION_BAGS,
+    METHOD_BAG,
     RunConfig,
     apply_dataset_defaults,
     check_taken,
@@ -20,13 +23,13 @@ from harp_prune.data import Splits
 from harp_prune.errors import HarpError
 from harp_prune.evaluation.benchmark import build_attacks
 from harp_prune.evaluation.sanity import parse_multiples
-from harp_prune.pipeline.runtime import Context, open_context
+from harp_prune.pipeline.resume import check_resumable
+from harp_prune.pipeline.runtime import Context, open_context, record_run_config
 from harp_prune.progress import log
-from harp_prune.pruning import PRUNERS, Prunable, Pruner
-from harp_prune.training import OBJECTIVES, Objective
+from harp_prune.pruning import PRUNERS, Prunable, Pruner, find_sites, no_prunable_error
+from harp_prune.training import METRICS_FILE, OBJECTIVES, Objective, build_from_spec, read_metrics
 
 STAGES = ("pretrain", "prune", "finetune")
-_METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
 
 
 def training_attack(config: RunConfig) -> PGD:
@@ -56,8 +59,8 @@ def configured_prunable(config: RunConfig) -> Prunable:
 def method_options(config: RunConfig) -> Any:
     """The typed options of the configured pruning method: the values set for it (an option it does not take
     is an error naming both and where it was set), the rest at the method's defaults."""
-    check_taken(config, _METHOD_BAG)
-    return component_options(config, _METHOD_BAG, config.prune.method)
+    check_taken(config, METHOD_BAG)
+    return component_options(config, METHOD_BAG, config.prune.method)
 
 
 def make_pruner(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> Pruner:
@@ -113,10 +116,27 @@ def check_user_data(config: RunConfig, splits: Splits | None) -> None:
             f"{method_options(config).gamma0:g}, {origin}; set prune.gamma0 to choose it")
 
 
+def check_prunable(ctx: Context, model: nn.Module | None) -> None:
+    """The configured selection prunes something in the run's model (the caller's, else the zoo model the data
+    calls for) and each of its patterns matches (``find_sites`` refuses one that matches nothing): now, not
+    when the prune stage starts after pre-training."""
+    prunable = configured_prunable(ctx.config)
+    if model is None:
+        if ctx.splits.info is None:  # the user's data without a model: no zoo model to check (none could be built)
+            return
+        with torch.random.fork_rng(devices=[]):  # a throw-away model: the run's random stream stays as it was
+            model = build_from_spec(ctx.spec())
+    if not find_sites(model, prunable)[0]:
+        raise no_prunable_error(prunable)
+
+
 def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = False, *,
-            record_config: bool = True, check_pruner: bool = True) -> Context:
-    """Validate the whole run (``validate_run``) and the user's data (``check_user_data``), then open its context:
-    data, loaders, device.
+            record_config: bool = True, check_pruner: bool = True, model: nn.Module | None = None,
+            resume_stages: tuple[str, ...] = ()) -> Context:
+    """Validate the whole run (``validate_run``), the checkpoints of the ``resume_stages`` it continues
+    (``check_resumable``), the user's data (``check_user_data``) and what is pruned in ``model`` (or the zoo
+    model, ``check_prunable``), then open its context: data, loaders, device. ``<out_dir>/config.yaml`` is
+    written (``record_config``) only once every check has passed.
 
     A config changed in Python after ``build_config`` (or made as ``RunConfig()``) gets its data set's
     defaults for what nobody set, for the components chosen now, and the same checks as one from the CLI.
@@ -125,4 +145,12 @@ def prepare(config: RunConfig, splits: Splits | None = None, user_model: bool = 
     validate(config)
     validate_run(config, check_pruner)
     check_user_data(config, splits)
-    return open_context(config, splits, user_model, record_config=record_config)
+    check_resumable(config, resume_stages, model is not None)
+    if record_config:  # the stages append to the metrics file: a line they could not read is refused now
+        read_metrics(Path(config.out_dir) / METRICS_FILE)
+    ctx = open_context(config, splits, user_model or model is not None, record_config=False)
+    if check_pruner:
+        check_prunable(ctx, model)
+    if record_config:
+        record_run_config(ctx)
+    return ctx

@@ -13,11 +13,10 @@ from harp_prune.config import RunConfig
 from harp_prune.data import Splits
 from harp_prune.evaluation import comparison_table, layer_table
 from harp_prune.files import write_atomic
-from harp_prune.pipeline.components import configured_prunable, prepare
+from harp_prune.pipeline.components import STAGES, prepare
 from harp_prune.pipeline.evaluation import evaluate
 from harp_prune.pipeline.stages import finetune, pretrain, prune
 from harp_prune.progress import log
-from harp_prune.pruning import find_sites, no_prunable_error
 from harp_prune.report import write_report_if_plotting
 from harp_prune.results import environment, write_json
 
@@ -44,9 +43,7 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
         print(results["pruned"]["robust_acc"])
     """
     started = time.perf_counter()
-    ctx = prepare(config, splits, user_model=model is not None)
-    if model is not None and not find_sites(model, configured_prunable(config))[0]:
-        raise no_prunable_error(configured_prunable(config))  # now, not after pre-training
+    ctx = prepare(config, splits, model=model, resume_stages=STAGES if resume else ())
     log(f"harp run: {type(model).__name__ if model is not None else config.model} on {ctx.dataset_name} "
         f"({len(ctx.train_loader.dataset)} train, {len(ctx.select_loader.dataset)} selection, "
         f"{len(ctx.test_loader.dataset)} test), "
@@ -73,6 +70,8 @@ def run(config: RunConfig, *, model: nn.Module | None = None, splits: Splits | N
 
 def summarize(results: dict[str, Any]) -> str:
     table = comparison_table({"dense": results["dense"], "pruned": results["pruned"]})
+    if warning := (results["pruned"].get("budget") or {}).get("warning"):
+        table += f"\n\nwarning: {warning}"
     return (f"## dense vs pruned ({results['config']['prune']['method']}, "
             f"{results['pruned']['examples']} test images, eps {results['pruned']['eps']:.4g})\n\n{table}\n\n"
             f"## per-layer keep-ratios of the pruned model\n\n{layer_table(results['pruned'])}\n\n"

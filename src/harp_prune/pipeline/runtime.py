@@ -102,6 +102,29 @@ def make_eval_loader(config: RunConfig, dataset: Dataset, device: torch.device) 
                        pin_memory=device.type == "cuda")
 
 
+def _size(part: Dataset | DataLoader | None) -> int | None:
+    """How many examples a split holds (None: unknown, an iterable dataset, or no split)."""
+    dataset = part.dataset if isinstance(part, DataLoader) else part
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def check_not_empty(config: RunConfig, splits: Splits) -> None:
+    """Refuse a split without examples: training on none ends every epoch with loss 0, evaluating none in NaN."""
+    limits = {"train": ("data.train_examples", config.data.train_examples),
+              "test": ("data.test_examples", config.data.test_examples)}
+    for name, part in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if _size(part) != 0:
+            continue
+        key, limit = limits.get(name, ("", None))
+        if splits.info is not None and limit is not None:
+            raise HarpError(f"{key} {limit} keeps no {name} image (the subset is stratified over the "
+                            f"{splits.info.num_classes} classes); set it to at least {splits.info.num_classes}")
+        raise HarpError(f"the {name} split holds no examples; give it at least one (image, label) pair")
+
+
 def _given_or(part: Dataset | DataLoader, build) -> DataLoader:
     """A DataLoader the user passed is used as it is (it is not sharded under torchrun); datasets get ours."""
     return part if isinstance(part, DataLoader) else build(part)
@@ -119,13 +142,21 @@ def open_context(config: RunConfig, splits: Splits | None = None, user_model: bo
         data = load_dataset(config.data.dataset, config.data.root)
         splits = make_splits(data, config.data.val_fraction, config.seed, config.data.test_examples,
                              config.data.train_examples)
+    check_not_empty(config, splits)
     if config.select_on == "val" and splits.val is None:
         raise HarpError("select_on is 'val' but the data has no validation split; set data.val_fraction > 0")
     train = _given_or(splits.train, lambda part: make_train_loader(config, part, device))
     test = _given_or(splits.test, lambda part: make_eval_loader(config, part, device))
     select = _given_or(splits.val, lambda part: make_eval_loader(config, part, device)) \
         if config.select_on == "val" else test
-    if distributed.is_main() and record_config:
-        save_config(config, out / "config.yaml")
+    ctx = Context(config, device, splits, train, select, test, out, user_model)
+    if record_config:
+        record_run_config(ctx)
+    return ctx
+
+
+def record_run_config(ctx: Context) -> None:
+    """Write ``<out_dir>/config.yaml``, the record of how the run's stages were made (rank 0; the others wait)."""
+    if distributed.is_main():
+        save_config(ctx.config, ctx.out_dir / "config.yaml")
     distributed.barrier()
-    return Context(config, device, splits, train, select, test, out, user_model)

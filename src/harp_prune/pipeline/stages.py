@@ -19,13 +19,15 @@ from harp_prune.config import RunConfig
 from harp_prune.errors import HarpError
 from harp_prune.evaluation import budget_line
 from harp_prune.pipeline.components import make_pruner, objective_for, prepare, select_attack
+from harp_prune.pipeline.resume import RESULT_KEYS, RESULT_NEUTRAL_KEYS, check_checkpoint_model, refuse_changed_stage
 from harp_prune.pipeline.runtime import Context, seed_everything
 from harp_prune.progress import log
 from harp_prune.pruning import Pruner, masked_layers
-from harp_prune.records import refuse_changed_settings
 from harp_prune.training import (
     MetricsLog,
     Performance,
+    StageCheckpoints,
+    StageData,
     StageResult,
     StageSettings,
     build_from_spec,
@@ -35,14 +37,6 @@ from harp_prune.training import (
     run_stage,
     save_atomic,
 )
-
-# The settings that shape each stage's result: a checkpoint made under other values of these is refused on
-# resume. Left out: where and how a run executes or reports (device, out_dir, progress, channels_last,
-# compile, data loader workers and evaluation batch size) and what happens after the stage (evaluate, compare).
-_SHARED_KEYS = ("model", "seed", "select_on", "amp", "sync_bn", "data", "attack", "pretrain")
-RESULT_KEYS = {"pretrain": _SHARED_KEYS, "prune": (*_SHARED_KEYS, "prune"),
-               "finetune": (*_SHARED_KEYS, "prune", "finetune")}
-RESULT_NEUTRAL_KEYS = ("data.workers", "data.eval_batch_size")
 
 
 @dataclass
@@ -67,11 +61,12 @@ class StageOutcome:
 
 
 def stage_context(config: RunConfig, ctx: Context | None, splits, model: nn.Module | None,
-                  record_config: bool = True) -> Context:
-    """The run's shared context (prepared here unless given); a context made for another config would make
-    the stage read two configs."""
+                  resume_stages: tuple[str, ...] = (), record_config: bool = True) -> Context:
+    """The run's shared context (prepared here unless given, checking ``resume_stages``' checkpoints); a context
+    made for another config would make the stage read two configs."""
     if ctx is None:
-        return prepare(config, splits, user_model=model is not None, record_config=record_config)
+        return prepare(config, splits, user_model=model is not None, record_config=record_config, model=model,
+                       resume_stages=resume_stages)
     if ctx.config is not config:
         raise HarpError("the context was prepared for another config; pass the config it was made with")
     return ctx
@@ -90,12 +85,7 @@ def check_source(config: RunConfig, ctx: Context | None, stage: str, source: Pat
 def source_model(ctx: Context, path: Path, model: nn.Module | None) -> tuple[nn.Module, Pruner | None, dict]:
     """The model of a stage checkpoint, refusing a zoo checkpoint of another architecture; reads the file once."""
     checkpoint = load_checkpoint(path)
-    checkpoint_name = checkpoint["model_spec"].get("name")
-    if model is None and checkpoint_name != ctx.config.model:
-        raise HarpError(
-            f"{path} holds a '{checkpoint_name}' model but the config asks for '{ctx.config.model}'; "
-            f"pass --model {checkpoint_name} or another checkpoint"
-        )
+    check_checkpoint_model(checkpoint, path, ctx.config, model is not None)
     return (*model_from_checkpoint(checkpoint, str(path), model, ctx.device), checkpoint)
 
 
@@ -109,15 +99,16 @@ def _settings(ctx: Context, stage: str) -> StageSettings:
     performance = Performance(c.amp, c.channels_last, c.compile, augment=bool(c.data.augment))
     return StageSettings(stage, s.epochs, s.lr, s.momentum, s.weight_decay, c.seed,
                          c.progress and distributed.is_main(), performance, c.sync_bn, RESULT_KEYS[stage],
-                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict(), MetricsLog(ctx.out_dir, c.tensorboard))
+                         RESULT_NEUTRAL_KEYS, RunConfig().to_dict(), MetricsLog(ctx.out_dir, c.tensorboard),
+                         s.optimizer)
 
 
 def _train(ctx: Context, stage: str, model: nn.Module, params: list, pruner: Pruner | None, resume: bool,
            settings: StageSettings | None = None) -> StageResult:
-    return run_stage(settings or _settings(ctx, stage), model, params, objective_for(ctx.config, stage),
-                     ctx.train_loader, ctx.select_loader, select_attack(ctx.config, stage), ctx.device,
-                     ctx.out_dir / stage, _meta(ctx, pruner), pruner=pruner if stage == "prune" else None,
-                     resume=resume)
+    data = StageData(ctx.train_loader, ctx.select_loader, select_attack(ctx.config, stage))
+    checkpoints = StageCheckpoints(ctx.out_dir / stage, _meta(ctx, pruner), resume)
+    return run_stage(settings or _settings(ctx, stage), model, params, objective_for(ctx.config, stage), data,
+                     checkpoints, ctx.device, pruner=pruner if stage == "prune" else None)
 
 
 def _finish(ctx: Context, stage: str, model: nn.Module, pruner: Pruner | None, result: StageResult) -> StageOutcome:
@@ -139,8 +130,7 @@ def _finished_stage(ctx: Context, stage: str, model: nn.Module | None) -> StageO
             log(f"[{stage}] nothing to resume in {stage_dir}: starting the stage afresh")
         return None
     finished, pruner, checkpoint = source_model(ctx, final, model)
-    refuse_changed_settings(checkpoint.get("config"), ctx.config.to_dict(), RESULT_KEYS[stage], RESULT_NEUTRAL_KEYS,
-                            final, RunConfig().to_dict())
+    refuse_changed_stage(ctx.config, stage, final, checkpoint)
     log(f"[{stage}] finished earlier: {final}")
     return StageOutcome.from_checkpoint(stage, finished, pruner, checkpoint, final)
 
@@ -157,7 +147,7 @@ def pretrain(config: RunConfig, *, model: nn.Module | None = None, splits=None, 
         dense = hp.pretrain(hp.build_config(pretrain={"epochs": 2}, out_dir="runs/api"))
         print(dense.best_epoch, dense.metrics)
     """
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("pretrain",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "pretrain", model)) is not None:
         return finished
     seed_everything(config.seed)
@@ -181,7 +171,7 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
     """
     source = Path(config.prune.source or Path(config.out_dir) / "pretrain" / "final.pt")
     check_source(config, ctx, "prune", source, model is None or bool(config.prune.source), resume)
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("prune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "prune", model)) is not None:
         return finished
     if model is None or config.prune.source:
@@ -202,9 +192,9 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
     result = _train(ctx, "prune", model, params, pruner, resume, settings)
     shift = pruner.finalize()
     report, budget = pruner.report(model), pruner.budget_report()
-    log(f"[prune] budget projection shifted the rate logits by {shift:+.4f}: {budget_line(budget)} "
-        f"(--sparsity {pruner.sparsity} of {budget['sparsity_of']}), "
-        f"{report.kept:,} of {report.total:,} weights kept")
+    moved = f"the budget projection moved the rates by {shift:+.4f}" if shift else "met as learned, not projected"
+    log(f"[prune] {budget_line(budget)} (--sparsity {pruner.sparsity} of {budget['sparsity_of']}), "
+        f"{report.kept:,} of {report.total:,} weights kept; {moved}")
     return _finish(ctx, "prune", model, pruner, result)
 
 
@@ -225,7 +215,7 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, pruner: Prune
     source = Path(config.finetune.source or Path(config.out_dir) / "prune" / "final.pt")
     check_source(config, ctx, "finetune", source, pruner is None or model is None or bool(config.finetune.source),
                  resume)
-    ctx = stage_context(config, ctx, splits, model)
+    ctx = stage_context(config, ctx, splits, model, ("finetune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "finetune", model)) is not None:
         return finished
     if pruner is None or model is None or config.finetune.source:

@@ -9,7 +9,7 @@ here, so a new method is one file with a ``@register_pruner`` class.
 from __future__ import annotations
 
 from harp_prune.pruning.base import Pruner, set_layer_densities
-from harp_prune.pruning.budget import project_to_budget
+from harp_prune.pruning.budget import project_proportionally, project_to_budget, set_layer_counts
 from harp_prune.pruning.channel import ChannelMaskedLayer, ChannelOptions, HarpChannelPruner
 from harp_prune.pruning.erk import ErkPruner, erk_densities
 from harp_prune.pruning.fixed import (
@@ -17,15 +17,22 @@ from harp_prune.pruning.fixed import (
     LayerBudgetOptions,
     OneShotOptions,
     OneShotPruner,
-    set_layer_counts,
 )
 from harp_prune.pruning.frontier import FrontierOptions, FrontierPruner
 from harp_prune.pruning.global_magnitude import GlobalMagnitudePruner, global_magnitude_densities
 from harp_prune.pruning.harp import HarpOptions, HarpPruner
+from harp_prune.pruning.harp_paper import HarpPaperOptions, HarpPaperPruner
 from harp_prune.pruning.hydra import HydraOptions, HydraPruner
 from harp_prune.pruning.importance import IMPORTANCES, magnitude_scores, register_importance, scaled_score_init
 from harp_prune.pruning.lamp import LampPruner, lamp_densities
-from harp_prune.pruning.learned import LearnedRateOptions, LearnedRatePruner
+from harp_prune.pruning.learned import (
+    BoundedRatePruner,
+    LayerBoundsOptions,
+    LearnedRateOptions,
+    LearnedRatePruner,
+    RampedGammaOptions,
+    RampedGammaPruner,
+)
 from harp_prune.pruning.lwm import LwmPruner
 from harp_prune.pruning.masked import (
     LAYER_TYPES,
@@ -55,6 +62,7 @@ __all__ = [
     "LAYER_TYPES",
     "PRUNERS",
     "STRATEGIES",
+    "BoundedRatePruner",
     "ChannelMaskedLayer",
     "ChannelOptions",
     "ErkPruner",
@@ -65,10 +73,13 @@ __all__ = [
     "GlobalMagnitudePruner",
     "HarpChannelPruner",
     "HarpOptions",
+    "HarpPaperOptions",
+    "HarpPaperPruner",
     "HarpPruner",
     "HydraOptions",
     "HydraPruner",
     "LampPruner",
+    "LayerBoundsOptions",
     "LayerBudgetOptions",
     "LearnedRateOptions",
     "LearnedRatePruner",
@@ -77,6 +88,8 @@ __all__ = [
     "OneShotPruner",
     "Prunable",
     "Pruner",
+    "RampedGammaOptions",
+    "RampedGammaPruner",
     "RandomPruner",
     "RatesOnlyPruner",
     "ScoreSharpnessOptions",
@@ -96,6 +109,7 @@ __all__ = [
     "no_prunable_error",
     "parse_strategy",
     "perturb_scores",
+    "project_proportionally",
     "project_to_budget",
     "pruner_class",
     "rate_for_keep_ratio",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.budget import project_to_budget
+from harp_prune.pruning.budget import budget_slack, masks_kept, project_proportionally
 from harp_prune.pruning.masked import (
     Prunable,
     WeightMask,
@@ -27,10 +27,13 @@ from harp_prune.pruning.masked import (
     no_prunable_error,
     wrap_model,
 )
-from harp_prune.pruning.rates import check_density, check_sparsity, rate_for_keep_ratio
+from harp_prune.pruning.rates import check_density, check_sparsity
 from harp_prune.pruning.sharpness import ScoreSharpnessOptions, perturb_scores
 from harp_prune.pruning.sparsity import SparsityReport, sparsity_report
 from harp_prune.registry import NoOptions, resolve_options
+
+# The budget report warns when the learned density was further than this factor from the target.
+FAR_FROM_BUDGET = 2.0
 
 
 class Pruner(ABC):
@@ -48,7 +51,10 @@ class Pruner(ABC):
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
     learns_scores: ClassVar[bool] = False
+    # whether the method learns its per-layer allocation (harp, harp-paper, frontier), and whether the optimiser
+    # steps the rates for it (harp-paper) or the method moves them itself in after_step (harp, frontier)
     learns_rates: ClassVar[bool] = False
+    rates_by_optimizer: ClassVar[bool] = True
     layer_type: ClassVar[type[WeightMask]] = WeightMask
 
     def __init__(self, sparsity: float, options: Any = None, *, prunable: Prunable | dict | None = None,
@@ -109,7 +115,7 @@ class Pruner(ABC):
     def _set_requires_grad(self) -> None:
         for layer in self.layers:
             layer.scores.requires_grad_(self.learns_scores)
-            layer.rate.requires_grad_(self.learns_rates)
+            layer.rate.requires_grad_(self.learns_rates and self.rates_by_optimizer)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """What the pruning stage optimises: scores and/or rates, plus every parameter that is neither a
@@ -124,7 +130,7 @@ class Pruner(ABC):
         for layer in self.layers:
             if not self.learns_scores:
                 frozen.add(id(layer.scores))
-            if not self.learns_rates:
+            if not (self.learns_rates and self.rates_by_optimizer):
                 frozen.add(id(layer.rate))
         params = []
         for param in model.parameters():
@@ -150,6 +156,10 @@ class Pruner(ABC):
             return None
         return perturb_scores(self.layers, float(self.options.s2ap_rho))
 
+    def plan(self, epochs: int, steps_per_epoch: int) -> None:  # noqa: B027 - most methods need no plan
+        """Called once before the pruning stage's first step with its length (optimiser steps per epoch);
+        a training loop of your own calls it too. ``harp`` lays its budget trajectory over it."""
+
     def after_step(self) -> None:  # noqa: B027 - most methods leave the rates to the optimiser
         """Called after every optimiser step of the pruning stage, with the step's gradients still in place
         (a training loop of your own calls it after ``optimizer.step()``). Methods that set the rates
@@ -165,9 +175,18 @@ class Pruner(ABC):
         return True
 
     def finalize(self) -> float:
-        """Fix the layer budgets so the realised global density meets the target; returns the logit shift."""
+        """Fix the layer budgets so the realised global density meets the target; returns the log of the factor
+        every keep-ratio was multiplied by (0: the masks met the target already and are left alone).
+
+        Each layer's count before the projection is recorded (``WeightMask.learned_kept``), so that the budget
+        report can say how far the learned allocation was from the budget."""
         self._require_attached("finalize()")
-        return project_to_budget(self.layers, self.target_density)
+        for layer in self.layers:
+            layer.learned_kept = layer.kept()
+        target = round(self.target_density * sum(layer.numel for layer in self.layers))
+        if abs(masks_kept(self.layers) - target) <= budget_slack(target):
+            return 0.0
+        return project_proportionally(self.layers, self.target_density)
 
     def report(self, model: nn.Module) -> SparsityReport:
         return sparsity_report(model)
@@ -191,11 +210,22 @@ class Pruner(ABC):
 
         ``quantity`` names it ('weights' here; structured pruners: 'flops' or 'params'), ``target`` is its
         allowed kept fraction and ``realised`` the kept fraction of the current masks; ``weights`` is the
-        kept fraction of conv/linear weights whatever the quantity, so every report can show both.
+        kept fraction of conv/linear weights whatever the quantity, so every report can show both. After
+        ``finalize``, ``learned`` is the kept fraction of weights the method had learned before the budget
+        projection, and ``warning`` says so when it was more than ``FAR_FROM_BUDGET`` times off the budget.
         """
         density = self.density()
-        return {"quantity": "weights", "sparsity_of": "weights", "target": self.target_density, "realised": density,
-                "weights": density}
+        report: dict[str, Any] = {"quantity": "weights", "sparsity_of": "weights", "target": self.target_density,
+                                  "realised": density, "weights": density}
+        learned = [layer.learned_kept for layer in self.layers]
+        if all(count is not None for count in learned):
+            report["learned"] = sum(learned) / sum(layer.numel for layer in self.layers)  # type: ignore[arg-type]
+            factor = report["learned"] / self.target_density
+            if not 1 / FAR_FROM_BUDGET <= factor <= FAR_FROM_BUDGET:
+                report["warning"] = (f"the learned masks kept {factor:.3g}× the weight budget ({report['learned']:.5f} "
+                                     f"of {self.target_density:.5f}); the budget projection, not learning, set the "
+                                     "final per-layer counts")
+        return report
 
     def density(self) -> float:
         """The kept fraction of the masked weights, from each mask's kept count (no pass over the weights)."""
@@ -205,6 +235,6 @@ class Pruner(ABC):
 
 @torch.no_grad()
 def set_layer_densities(layers: list[WeightMask], densities: Sequence[float]) -> None:
-    """Set each layer's rate logit so that its keep-ratio equals the given density."""
+    """Set each layer's rate so that its keep-ratio equals the given density (in the layer's parametrisation)."""
     for layer, density in zip(layers, densities, strict=True):
-        layer.rate.fill_(rate_for_keep_ratio(density, layer.min_keep, layer.max_keep))
+        layer.rate.fill_(layer.rate_for(density))

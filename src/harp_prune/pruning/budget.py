@@ -1,26 +1,31 @@
-"""Closing the gap between the soft budget and the integer top-k counts.
+"""Closing the gap between the learned keep-ratios and the budget's integer count.
 
 The size loss sees the soft keep-ratios a(l); the masks keep N - floor((1 - a) N) weights per layer, and
-the selected checkpoint may sit slightly below or above the budget (γ is frozen but the hinge can let
-rates drift). After pruning, every layer's logit r(l) is shifted by one common offset δ, found by
-bisection, so that the integer kept count over all layers matches round(a_t * N) as closely as possible.
-A common logit shift keeps the learned order of the layers' keep-ratios, and moves each layer by less
-where it is near a_min or 1.
+the selected checkpoint may sit slightly below or far above the budget. Two projections:
 
-The kept count at a shift is evaluated exactly as the masks will compute it after ``rate.add_(δ)`` (the
-float32 rate plus δ, through the same keep-ratio function), the bracket of δ grows until it holds the
-target (learned logits can run past any fixed range), and the realised count is checked afterwards: the
-budget is met within ``BUDGET_TOLERANCE`` or a HarpError says why.
+- ``project_to_budget``: every rate is shifted by one common offset δ, found by bisection, so that the
+  integer kept count over all layers matches round(a_t * N). Under harp's log keep-ratios this multiplies
+  every keep-ratio by one factor; frontier uses it on its sigmoid rates at every step, within its bounds.
+- ``project_proportionally``: every keep-ratio is multiplied by one factor (clamped into the layer's
+  bounds) and each layer's count is then set exactly. It keeps the learned allocation's order and
+  proportions whatever the parametrisation: a common shift of *sigmoid* logits does neither once some of
+  them saturate (a layer at a = 1 has a logit far above the others, and all the cut falls on the rest).
+  ``Pruner.finalize`` uses it, and leaves masks already within the tolerance alone.
+
+Either way the kept count at a candidate is evaluated exactly as the masks will compute it, the bracket
+grows until it holds the target, and the realised count is checked afterwards: the budget is met within
+``BUDGET_TOLERANCE`` or a HarpError says why. Every layer keeps at least one weight (the kept count
+N - floor((1 - a) N) of a positive a).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.rates import keep_ratio
 from harp_prune.pruning.weight_mask import WeightMask
 
 # The realised kept count may differ from round(a_t * N) by at most this fraction of it (or one weight).
@@ -37,7 +42,7 @@ def kept_at_offset(layers: list[WeightMask], offset: float, rates: list[torch.Te
     total = 0
     for layer, rate in zip(layers, rates or [layer.rate.detach() for layer in layers], strict=True):
         shifted = rate + offset  # the same float32 arithmetic as rate.add_(offset)
-        total += layer.kept_at(float(keep_ratio(shifted, layer.min_keep, layer.max_keep)))
+        total += layer.kept_at(float(layer.ratio_at(shifted)))
     return total
 
 
@@ -88,14 +93,78 @@ def project_to_budget(layers: list[WeightMask], target_density: float, iteration
         layer.rate.add_(best)
     realised = sum(layer.kept() for layer in layers)
     if abs(realised - target) > budget_slack(target):
-        floor = kept_at_offset(layers, -MAX_OFFSET)
-        ceiling = kept_at_offset(layers, MAX_OFFSET)
-        raise HarpError(
-            f"the budget projection cannot meet the target of {target:,} kept weights: it reached {realised:,} "
-            f"(the layers' bounds allow {floor:,} to {ceiling:,}); lower prune.alpha or prune.min_layer_density, "
-            "or choose a reachable sparsity"
-        )
+        raise _unreachable(target, realised, kept_at_offset(layers, -MAX_OFFSET), kept_at_offset(layers, MAX_OFFSET))
     return best
+
+
+def _unreachable(target: int, realised: int, floor: int, ceiling: int) -> HarpError:
+    return HarpError(
+        f"the budget projection cannot meet the target of {target:,} kept weights: it reached {realised:,} "
+        f"(the layers' bounds allow {floor:,} to {ceiling:,}); lower prune.alpha or prune.min_layer_density, "
+        "or choose a reachable sparsity"
+    )
+
+
+def scaled_counts(layers: list[WeightMask], ratios: Sequence[float], log_factor: float) -> list[int]:
+    """Each layer's kept count at keep-ratio ratio · e^log_factor, clamped into the layer's bounds."""
+    factor = math.exp(log_factor)
+    return [layer.kept_at(min(max(ratio * factor, layer.min_keep), layer.max_keep))
+            for layer, ratio in zip(layers, ratios, strict=True)]
+
+
+@torch.no_grad()
+def project_proportionally(layers: list[WeightMask], target_density: float, iterations: int = 100) -> float:
+    """Multiply every layer's keep-ratio by one factor so the kept count meets the target; returns log(factor).
+
+    The factor is found by bisection on the exact integer counts, then each layer's count is set exactly
+    (``set_layer_counts``), so the order and the proportions of the keep-ratios survive up to one weight per
+    layer, except where a layer meets its floor or ceiling. A layer keeps at least one weight. Raises
+    HarpError when the bounds cannot meet the target within ``BUDGET_TOLERANCE``. On log keep-ratios (harp)
+    a common shift of the rates is the same projection, and keeps their exact order: that is used there.
+    """
+    if layers and all(layer.log_rate for layer in layers):
+        return project_to_budget(layers, target_density, iterations)
+    if not layers:
+        raise HarpError("no masked layers to project onto the budget; call pruner.attach(model) first")
+    target = round(target_density * sum(layer.numel for layer in layers))
+    ratios = torch.stack([layer.keep_ratio().detach().float() for layer in layers]).cpu().tolist()
+    best = bisect_offset(lambda c: sum(scaled_counts(layers, ratios, c)), target, iterations, closest=True)
+    counts = scaled_counts(layers, ratios, best)
+    realised = sum(counts)
+    if abs(realised - target) > budget_slack(target):
+        raise _unreachable(target, realised, sum(scaled_counts(layers, ratios, -MAX_OFFSET)),
+                           sum(scaled_counts(layers, ratios, MAX_OFFSET)))
+    set_layer_counts(layers, counts)
+    return best
+
+
+@torch.no_grad()
+def set_layer_counts(layers: list[WeightMask], counts: Sequence[int]) -> None:
+    """Set each layer's rate so that its mask keeps exactly ``counts[l]`` weights.
+
+    The keep-ratio is aimed at the middle of the interval of ratios that give that integer count, then the
+    float32 rate (in the layer's parametrisation) is nudged by bisection in the rare case rounding still lands
+    on a neighbour.
+    """
+    for layer, count in zip(layers, counts, strict=True):
+        if not 1 <= count <= layer.numel:
+            raise HarpError(f"a layer of {layer.numel} weights cannot keep {count}; counts must be in [1, numel]")
+    for layer, count in zip(layers, counts, strict=True):
+        layer.rate.fill_(layer.rate_for((count - 0.5) / layer.numel))
+        if count == layer.numel:
+            layer.rate.fill_(layer.rate_range()[1])  # the highest keep-ratio: dense
+        if layer.kept() == count:
+            continue
+        low, high = layer.rate_range()
+        for _ in range(100):
+            middle = 0.5 * (low + high)
+            layer.rate.fill_(middle)
+            kept = layer.kept()
+            if kept == count:
+                break
+            low, high = (middle, high) if kept < count else (low, middle)
+        if layer.kept() != count:
+            raise HarpError(f"cannot represent a budget of {count} of {layer.numel} weights with a float32 rate")
 
 
 def bisect_offset(size: Callable[[float], float], target: float, iterations: int = 100,

@@ -34,7 +34,7 @@ from harp_prune.pruning.base import set_layer_densities
 from harp_prune.pruning.budget import bisect_offset
 from harp_prune.pruning.conv import conv_groups, is_depthwise
 from harp_prune.pruning.graph import ModelTrace, trace_layers
-from harp_prune.pruning.learned import LearnedRateOptions, LearnedRatePruner
+from harp_prune.pruning.learned import RampedGammaOptions, RampedGammaPruner
 from harp_prune.pruning.masked import PRUNABLE_TYPES, find_sites, masked_layers
 from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.weight_mask import WeightMask, fan_in
@@ -115,7 +115,7 @@ class ChannelCost:
 
 
 @dataclass(frozen=True)
-class ChannelOptions(LearnedRateOptions):
+class ChannelOptions(RampedGammaOptions):
     init_density: float = option(0.99, "the keep-ratio every group starts from (the official 'original' strategy)")
     channel_target: str = option("channels", "what --sparsity removes: channels (the FLOPs of every prunable width "
                                              "scaled by 1 - sparsity, as the official code), flops or params",
@@ -123,7 +123,7 @@ class ChannelOptions(LearnedRateOptions):
 
 
 @register_pruner
-class HarpChannelPruner(LearnedRatePruner):
+class HarpChannelPruner(RampedGammaPruner):
     """HARP on channels: one learned score per input channel and a learned keep-ratio per tie group.
 
     With ``channel_target='channels'`` the sparsity is the fraction of channels removed (the budget is the

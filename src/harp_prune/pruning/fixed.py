@@ -6,8 +6,7 @@ with are fixed pairs (LWM = magnitude + uniform, LAMP = magnitude + lamp, ...); 
 as options, and HYDRA trains its scores within any layer budget.
 
 The rates are set so that each layer's integer top-k count is exactly the intended one, and ``finalize``
-leaves them alone: the common logit shift of HARP's budget projection would distort a budget's per-layer
-counts.
+leaves them alone (a budget met within the projection's tolerance is not projected).
 """
 
 from __future__ import annotations
@@ -19,41 +18,13 @@ from typing import ClassVar
 
 import torch
 
-from harp_prune.errors import HarpError
-from harp_prune.pruning.base import Pruner, set_layer_densities
+from harp_prune.pruning.base import Pruner
+from harp_prune.pruning.budget import set_layer_counts
 from harp_prune.pruning.importance import IMPORTANCES
 from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.strategies import layer_densities, parse_strategy
 from harp_prune.pruning.weight_mask import WeightMask
 from harp_prune.registry import option
-
-
-@torch.no_grad()
-def set_layer_counts(layers: list[WeightMask], counts: Sequence[int]) -> None:
-    """Set each layer's rate logit so that its mask keeps exactly ``counts[l]`` weights.
-
-    The keep-ratio is aimed at the middle of the interval of ratios that give that integer count, then the
-    float32 logit is nudged by bisection in the rare case rounding still lands on a neighbour.
-    """
-    for layer, count in zip(layers, counts, strict=True):
-        if not 1 <= count <= layer.numel:
-            raise HarpError(f"a layer of {layer.numel} weights cannot keep {count}; counts must be in [1, numel]")
-    set_layer_densities(layers, [(count - 0.5) / layer.numel for layer, count in zip(layers, counts, strict=True)])
-    for layer, count in zip(layers, counts, strict=True):
-        if count == layer.numel:
-            layer.rate.fill_(30.0)  # sigmoid(30) == 1 in float32: dense
-        if layer.kept() == count:
-            continue
-        low, high = -30.0, 30.0
-        for _ in range(100):
-            middle = 0.5 * (low + high)
-            layer.rate.fill_(middle)
-            kept = layer.kept()
-            if kept == count:
-                break
-            low, high = (middle, high) if kept < count else (low, middle)
-        if layer.kept() != count:
-            raise HarpError(f"cannot represent a budget of {count} of {layer.numel} weights with a float32 rate")
 
 
 def counts_for_densities(layers: list[WeightMask], densities: Sequence[float]) -> list[int]:

@@ -10,8 +10,8 @@ import torch
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner
-from harp_prune.pruning.budget import project_to_budget
-from harp_prune.pruning.fixed import counts_for_densities, set_layer_counts
+from harp_prune.pruning.budget import project_to_budget, set_layer_counts
+from harp_prune.pruning.fixed import counts_for_densities
 from harp_prune.pruning.importance import scaled_score_init
 from harp_prune.pruning.registry import register_pruner
 from harp_prune.pruning.sharpness import ScoreSharpnessOptions
@@ -92,8 +92,10 @@ class FrontierPruner(Pruner):
     name = "frontier"
     Options = FrontierOptions
     learns_scores = True
-    # The rates are not the optimiser's: the pruner moves them in after_step, so the budget always holds.
-    learns_rates = False
+    # The allocation is learned, but the rates are not the optimiser's: the pruner moves them in after_step, so
+    # the budget always holds.
+    learns_rates = True
+    rates_by_optimizer = False
 
     def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
         super().__init__(sparsity, options, **kwargs)

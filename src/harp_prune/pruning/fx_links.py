@@ -40,12 +40,18 @@ def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
+def _has_state(module: nn.Module) -> bool:
+    """Whether the module holds parameters or buffers, which slimming would slice (a BatchNorm; not a ReLU)."""
+    return next(module.parameters(), None) is not None or next(module.buffers(), None) is not None
+
+
 def producer_links(model: nn.Module, prunable: dict[str, nn.Module], call_names: list[str],
            call_tensors: list[int]) -> dict[int, tuple[str, list[str]]]:
     """{input tensor id: (producer, BatchNorms in between)} for the tensors whose channels can go with a producer.
 
     A tensor is linked when it comes from exactly one Conv2d/Linear of the same kind as its readers, called
-    once and not a grouped conv, through channel-wise ops only, each module on the path called once, and
+    once and not a grouped conv, through channel-wise ops only, each module on the path that holds per-channel
+    state (a BatchNorm) called once (a stateless one such as torchvision's shared ``self.relu`` may be reused), and
     every tensor on that path is read by nothing but the next op on the path (the last one: by the
     prunable layers only). The fx calls are matched to the hooked calls by order; returns {} when the model
     cannot be traced symbolically or the two traces disagree.
@@ -73,8 +79,8 @@ def producer_links(model: nn.Module, prunable: dict[str, nn.Module], call_names:
             if set(current.users) - allowed or not _is_channelwise(current, modules):
                 break
             if current.op == "call_module":
-                if module_calls[str(current.target)] > 1:  # slicing it would change its other uses too
-                    break
+                if module_calls[str(current.target)] > 1 and _has_state(modules[current.target]):  # type: ignore[index]
+                    break  # slicing it would change its other uses too
                 if isinstance(modules[current.target], nn.BatchNorm1d | nn.BatchNorm2d):  # type: ignore[index]
                     batchnorms.append(str(current.target))
             allowed = {current}

@@ -1,5 +1,9 @@
-"""What HARP and its structured variant share: rates learned under a size loss whose weight γ follows the
-step-wise schedule, starting from an initial layer budget (docs/method.md, "Size loss and the γ schedule")."""
+"""What every HARP shares: per-layer rates learned under a size loss, starting from an initial layer budget.
+
+``LearnedRatePruner`` is the common ground of ``harp`` (log keep-ratios stepped by the pruner along a budget
+trajectory) and of the paper's mechanics (``RampedGammaPruner``: the optimiser steps the rates, γ follows
+the step-wise schedule; ``harp-paper``, ``harp-channel``, ``rates-only``); docs/method.md.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from harp_prune.errors import HarpError
 from harp_prune.pruning.base import Pruner
@@ -22,8 +27,6 @@ from harp_prune.registry import number, option
 class LearnedRateOptions(ScoreSharpnessOptions):
     """Options of every method that learns its per-layer rates under the size loss."""
 
-    gamma0: float = option(0.01, "first weight γ of the size loss and its per-epoch increment until the budget is "
-                                 "met (the paper's 0.01 suits ~390 steps per epoch; the embedded data: 0.05)")
     alpha: float = option(0.1, "a_min = alpha × (1 − sparsity), the floor of every layer's keep-ratio")
     init_strategy: str = option("uniform", "the keep-ratios the rates start from: a layer budget (uniform, lamp, "
                                            "erk, global-magnitude, ...) or comma-separated keep-ratios, one per "
@@ -33,9 +36,6 @@ class LearnedRateOptions(ScoreSharpnessOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if number("gamma0", self.gamma0) < 0:
-            raise HarpError(f"gamma0 must be >= 0 (the size loss's weight grows by gamma0 per epoch), "
-                            f"got {self.gamma0}")
         if not 0.0 <= number("alpha", self.alpha) < 1.0:
             raise HarpError(f"alpha (a_min / target density) must be in [0, 1), got {self.alpha}")
         parse_strategy(self.init_strategy, "init_strategy")
@@ -44,9 +44,9 @@ class LearnedRateOptions(ScoreSharpnessOptions):
 
 
 class LearnedRatePruner(Pruner):
-    """Scores and rates trained by the STE under γ_e · L_hw; the budget projection fixes the final rates.
-    Subclasses say how the masks start (``initialize``) and, for other size measures, override ``size_loss``
-    and ``soft_size``. Their options extend ``LearnedRateOptions``."""
+    """Scores and per-layer rates learned under a size loss; the budget projection fixes the final rates.
+    Subclasses say how the masks start (``initialize``) and how the rates move. Their options extend
+    ``LearnedRateOptions``."""
 
     learns_scores = True
     learns_rates = True
@@ -55,7 +55,6 @@ class LearnedRatePruner(Pruner):
         super().__init__(sparsity, options, **kwargs)
         self.alpha = float(self.options.alpha)
         self.min_keep = self.alpha * self.target_density
-        self.schedule = GammaSchedule(float(self.options.gamma0))
 
     def initial_densities(self, layers: list[WeightMask]) -> list[float]:
         """The initial strategy's keep-ratios at ``init_density``."""
@@ -68,6 +67,88 @@ class LearnedRatePruner(Pruner):
     def soft_size(self) -> torch.Tensor:
         """The differentiable kept fraction the size loss compares with the target."""
         return soft_density(self.layers)
+
+
+@dataclass(frozen=True)
+class LayerBoundsOptions(LearnedRateOptions):
+    """Per-layer keep-ratio bounds and the rate-gradient estimator, shared by ``harp`` and ``harp-paper``."""
+
+    min_layer_density: float = option(0.0, "a floor on every layer's keep-ratio (raised to a_min if lower)")
+    max_layer_density: float = option(1.0, "a ceiling on every layer's keep-ratio")
+    rate_boundary_width: float = option(0.0, "0: the paper's rate gradient (the sum of all a layer's mask "
+                                             "gradients); f > 0: N × their mean over the layer's boundary, the "
+                                             "ceil(f × kept) last kept and next pruned weights (a harp-prune "
+                                             "extension)", renamed_from=("rate_frontier",))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= number("rate_boundary_width", self.rate_boundary_width) <= 1.0:
+            raise HarpError(f"rate_boundary_width must lie in [0, 1] (0: the paper's rate gradient), "
+                            f"got {self.rate_boundary_width}")
+        low = number("min_layer_density", self.min_layer_density)
+        high = number("max_layer_density", self.max_layer_density)
+        if not 0.0 <= low < high <= 1.0:
+            raise HarpError(f"per-layer keep-ratio bounds must satisfy 0 <= min_layer_density < max_layer_density "
+                            f"<= 1, got [{low}, {high}]; widen prune.min_layer_density/prune.max_layer_density")
+
+
+class BoundedRatePruner(LearnedRatePruner):
+    """Per-layer bounds [max(a_min, min_layer_density), max_layer_density] on the keep-ratio, checked against
+    the target, and the rate-gradient estimator (``rate_boundary_width``) given to every layer. Options extend
+    ``LayerBoundsOptions``; ``initialize`` calls ``set_bounds`` first."""
+
+    def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(sparsity, options, **kwargs)
+        low, high = max(self.min_keep, self.options.min_layer_density), float(self.options.max_layer_density)
+        if not low < high:
+            raise HarpError(f"a_min = {low:g} (alpha × target density) is not below max_layer_density {high:g}; "
+                            "lower prune.alpha or raise prune.max_layer_density")
+        if not low <= self.target_density <= high:
+            raise HarpError(
+                f"the target density {self.target_density:g} lies outside the per-layer bounds [{low:g}, {high:g}], "
+                "so no layer budget can meet it; widen prune.min_layer_density/prune.max_layer_density"
+            )
+        self.min_layer_density, self.max_layer_density = low, high
+        self.rate_frontier = float(self.options.rate_boundary_width)
+
+    def set_bounds(self, layers: list[WeightMask]) -> None:
+        for layer in layers:
+            layer.min_keep, layer.max_keep = self.min_layer_density, self.max_layer_density
+        self._set_rate_frontier(layers)
+
+    def adopt(self, model: nn.Module) -> None:
+        super().adopt(model)
+        self._set_rate_frontier(self.layers)
+
+    def _set_rate_frontier(self, layers: list[WeightMask]) -> None:
+        for layer in layers:
+            layer.rate_frontier = self.rate_frontier
+
+
+@dataclass(frozen=True)
+class RampedGammaOptions(LearnedRateOptions):
+    """Options of the methods whose size-loss weight follows the paper's step-wise γ schedule."""
+
+    gamma0: float = option(0.01, "first weight γ of the size loss and its per-epoch increment until the budget is "
+                                 "met (the paper's 0.01 suits ~390 steps per epoch; the embedded data: 0.05)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if number("gamma0", self.gamma0) < 0:
+            raise HarpError(f"gamma0 must be >= 0 (the size loss's weight grows by gamma0 per epoch), "
+                            f"got {self.gamma0}")
+
+
+class RampedGammaPruner(LearnedRatePruner):
+    """The paper's mechanics: the optimiser steps scores and rates under L_adv + γ_e · L_hw, with
+    γ_e = (e + 1) γ0 until the budget is first met at the end of an epoch, then frozen. Options extend
+    ``RampedGammaOptions``."""
+
+    rates_by_optimizer = True
+
+    def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(sparsity, options, **kwargs)
+        self.schedule = GammaSchedule(float(self.options.gamma0))
 
     def gamma_for(self, epoch: int) -> float:
         return self.schedule.gamma(epoch)

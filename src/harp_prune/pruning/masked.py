@@ -68,15 +68,16 @@ class Prunable:
                 object.__setattr__(self, kind, tuple(value))
         unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
         if unknown:
-            raise HarpError(f"unknown prunable layer type(s) {', '.join(unknown)}; choose from "
+            raise HarpError(f"unknown prunable layer type(s) {', '.join(unknown)} (prune.layer_types); choose from "
                             f"{', '.join(LAYER_TYPES)}")
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"layer_types": list(self.layer_types), "include_parameters": list(self.include_parameters),
                 "exclude": list(self.exclude)}
 
-    def excluded(self, *names: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in self.exclude)
+    def excluded_by(self, *names: str) -> list[str]:
+        """The exclude patterns that match any of ``names``."""
+        return [pattern for pattern in self.exclude if any(fnmatch.fnmatchcase(name, pattern) for name in names)]
 
 
 @dataclass
@@ -113,6 +114,8 @@ def find_sites(model: nn.Module, prunable: Prunable | None = None) -> tuple[dict
     chosen = {LAYER_TYPES[name][0]: LAYER_TYPES[name][1] for name in prunable.layer_types}
     sites: dict[int, Site] = {}
     excluded_ids: set[int] = set()
+    parameter_names: list[str] = []
+    matched: set[str] = set()  # include and exclude patterns that matched something
     for module_name, module in model.named_modules(remove_duplicate=False):
         if isinstance(module, WeightMask | parametrize.ParametrizationList):
             continue
@@ -123,7 +126,10 @@ def find_sites(model: nn.Module, prunable: Prunable | None = None) -> tuple[dict
         own = list(module._parameters) + (list(module.parametrizations) if parametrize.is_parametrized(module) else [])
         for attribute in own:
             full = f"{module_name}.{attribute}" if module_name else attribute
-            if attribute not in attributes and any(fnmatch.fnmatchcase(full, p) for p in prunable.include_parameters):
+            parameter_names.append(full)
+            hits = [p for p in prunable.include_parameters if fnmatch.fnmatchcase(full, p)]
+            matched.update(hits)
+            if hits and attribute not in attributes:
                 attributes.append(attribute)
         for attribute in attributes:
             parameter = _raw_parameter(module, attribute)
@@ -135,11 +141,29 @@ def find_sites(model: nn.Module, prunable: Prunable | None = None) -> tuple[dict
             if all(owner is not module or attr != attribute for _, owner, attr in site.owners):
                 site.owners.append((module_name, module, attribute))
             full = f"{module_name}.{attribute}" if module_name else attribute
-            if prunable.excluded(name, full, module_name):
+            hits = prunable.excluded_by(name, full, module_name)
+            matched.update(hits)
+            if hits:
                 excluded_ids.add(key)
+    # a pattern that matches nothing is a typo or another model's name: pruning everything would hide it
+    _refuse_unmatched(prunable.include_parameters, matched, "prune.include_parameters", "parameter",
+                      parameter_names)
+    _refuse_unmatched(prunable.exclude, matched, "prune.exclude", "prunable layer",
+                      [site.name for site in sites.values()])
     selected = {site.name: site for key, site in sites.items() if key not in excluded_ids}
     excluded = {site.name: site for key, site in sites.items() if key in excluded_ids}
     return selected, excluded
+
+
+def _refuse_unmatched(patterns: tuple[str, ...], matched: set[str], key: str, what: str, names: list[str]) -> None:
+    """A HarpError naming the first of ``patterns`` not in ``matched`` and a few of the ``names`` it could match."""
+    unmatched = [pattern for pattern in patterns if pattern not in matched]
+    if not unmatched:
+        return
+    unique = list(dict.fromkeys(names))
+    examples = ", ".join(unique[:5]) + (f", ... ({len(unique)} in all)" if len(unique) > 5 else "")
+    raise HarpError(f"{key} pattern '{unmatched[0]}' matches no {what} of the model ({what}s: "
+                    f"{examples or 'none'}); fix the pattern or remove it")
 
 
 def no_prunable_error(prunable: Prunable) -> HarpError:
@@ -185,7 +209,17 @@ def wrap_model(model: nn.Module, min_keep: float = 0.0, prunable: Prunable | Non
 
 
 def masked_layers(model: nn.Module) -> dict[str, WeightMask]:
-    """The masks of a wrapped model, by site name, each once, in registration order."""
+    """The masks of a pruned model by layer name (``net.features.0``; a parameter other than ``weight`` by its full
+    name), each once, in registration order; empty for a model without masks. The way to check a model's
+    pruning in your own code: each ``WeightMask`` has ``mask()`` (0/1 per score: the weight's shape, one per
+    input channel for harp-channel) and ``weight``.
+
+    Example::
+
+        model, pruner, _ = hp.load_model("runs/default/finetune/final.pt")
+        for name, layer in hp.masked_layers(model).items():
+            print(name, float(layer.mask().mean()))  # the share of the layer's weights kept
+    """
     out: dict[str, WeightMask] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules(remove_duplicate=False):

@@ -1,4 +1,8 @@
-"""The keep-ratio a = a_min + (1 - a_min) * sigmoid(r) and its inverse (docs/method.md, 'Keep-ratio and mask')."""
+"""The keep-ratio of a layer from its rate r, and the inverse (docs/method.md, 'Keep-ratio and mask').
+
+Two parametrisations: the paper's a = a_min + (a_max - a_min) * sigmoid(r) (``harp-paper``, ``harp-channel``,
+``frontier``) and harp's log keep-ratio a = clamp(exp(r), a_min, a_max), whose slope da/dr = a never vanishes.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +58,20 @@ def rate_for_keep_ratio(density: float, min_keep: float, max_keep: float = 1.0) 
     u = (density - min_keep) / (max_keep - min_keep)
     u = min(max(u, 1e-6), 1.0 - 1e-6)
     return math.log(u / (1.0 - u))
+
+
+def log_keep_ratio(rate: torch.Tensor, min_keep: float, max_keep: float = 1.0) -> torch.Tensor:
+    """a(r) = clamp(exp(r), a_min, a_max): the log-keep-ratio parametrisation of ``harp``.
+
+    The pruner keeps r inside [log a_min, log a_max] (it steps the rates itself), so the clamp only guards
+    against a rate written from outside; inside the bounds a step of r changes a by the same factor at any a.
+    """
+    return torch.exp(rate).clamp(min_keep, max_keep)
+
+
+def rate_for_log_keep_ratio(density: float, min_keep: float, max_keep: float = 1.0) -> float:
+    """The rate r with log_keep_ratio(r) == density (clamped into the bounds)."""
+    return math.log(min(max(density, min_keep, 1e-30), max_keep))
 
 
 def kept_count(density: float, numel: int) -> int:

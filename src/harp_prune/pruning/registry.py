@@ -33,16 +33,23 @@ def build_pruner(method: str, sparsity: float, options: Any = None, **values: An
 _RUN_FACTS = ("prunable", "seed", "input_shape")
 
 
+def recorded_method(description: dict[str, Any]) -> str:
+    """The method of a ``Pruner.describe()`` record. A 'harp' record with a γ0 was written before harp's budget
+    trajectory existed, by what is now ``harp-paper`` (its masks are sigmoid rates): rebuilt as that."""
+    method = description["method"]
+    return "harp-paper" if method == "harp" and "gamma0" in description else method
+
+
 def recorded_options(description: dict[str, Any]) -> dict[str, Any]:
     """The option values of a ``Pruner.describe()`` record. An option the record lacks was added after it was
     written; it had its legacy value then where the option declares one (``registry.option``), else its
     default (the method's options as ``build_pruner`` takes them, without method, sparsity and facts)."""
     values = {key: value for key, value in description.items()
               if key not in ("method", "sparsity", *_RUN_FACTS)}
-    return {**legacy_values(pruner_class(description["method"]).Options), **values}
+    return {**legacy_values(pruner_class(recorded_method(description)).Options), **values}
 
 
 def rebuild_pruner(description: dict[str, Any]) -> Pruner:
     """The pruner a checkpoint's ``Pruner.describe()`` record came from (the record holds its options)."""
     facts = {key: description[key] for key in _RUN_FACTS if key in description}
-    return build_pruner(description["method"], description["sparsity"], **recorded_options(description), **facts)
+    return build_pruner(recorded_method(description), description["sparsity"], **recorded_options(description), **facts)

@@ -35,14 +35,14 @@ register_strategy("uniform", uniform)
 def parse_strategy(text: str | Sequence[float], key: str = "layer budget") -> str | list[float]:
     """A layer budget name (checked against the registered ones) or one keep-ratio per layer, given as a list
     or as comma-separated text."""
-    if not isinstance(text, str):
-        return [float(v) for v in text]
-    if "," not in text:
-        STRATEGIES.get(text)  # an unknown name is an error listing the known ones
+    if isinstance(text, str) and "," not in text:
+        if text not in STRATEGIES:  # the option's name in the message: several options take a layer budget
+            raise HarpError(f"{key} '{text}' is not a layer budget; choose one of {', '.join(STRATEGIES.names())} "
+                            "or give one keep-ratio per prunable layer, comma-separated")
         return text
     try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
+        return [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except (TypeError, ValueError):
         raise HarpError(f"{key} '{text}' is neither a layer budget name nor a list of numbers; give one of "
                         f"{', '.join(STRATEGIES.names())} or one keep-ratio per prunable layer, comma-separated"
                         ) from None

@@ -2,10 +2,11 @@
 parametrization (``masked.py`` says which parameters get one).
 
 The mask of a parameter is the top-k of |S| with k = N - floor((1 - a) * N), a = a_min + (a_max - a_min)
-sigmoid(r) (docs/method.md). It is cached and recomputed only when the *values* of S, r or the bounds change,
-so all attack iterations and the training pass of one optimiser step share one top-k (the official code
-sorts every layer again on each forward pass). The cache compares values, not version counters: fused and
-foreach optimisers and writes through ``.data`` change values without moving a version counter.
+sigmoid(r), or a = clamp(exp(r), a_min, a_max) for a layer with ``log_rate`` (docs/method.md). It is cached
+and recomputed only when the *values* of S, r or the bounds change, so all attack iterations and the
+training pass of one optimiser step share one top-k (the official code sorts every layer again on each
+forward pass). The cache compares values, not version counters: fused and foreach optimisers and writes
+through ``.data`` change values without moving a version counter.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from harp_prune.pruning.rates import keep_ratio, kept_count
+from harp_prune.pruning.rates import (
+    keep_ratio,
+    kept_count,
+    log_keep_ratio,
+    rate_for_keep_ratio,
+    rate_for_log_keep_ratio,
+)
 
 
 class _MaskedWeight(torch.autograd.Function):
@@ -73,6 +80,12 @@ class WeightMask(nn.Module):
         # False re-sorts |S| on every forward pass, as the official code does (kept for benchmarks).
         self.reuse_mask = True
         self.max_keep = 1.0  # a_max: below 1 only when the user bounds the layers' keep-ratios
+        # False: a = a_min + (a_max - a_min) sigmoid(r), the paper's; True: r is the log keep-ratio (harp).
+        # Saved in the extra state: the same rate means another keep-ratio under the other parametrisation.
+        self.log_rate = False
+        # the kept count before the budget projection (Pruner.finalize), None before it: saved in the extra
+        # state, so a loaded checkpoint still reports how far the learned allocation was from the budget
+        self.learned_kept: int | None = None
         # 0: the keep-ratio's STE gradient is sum(g) over every weight (docs/method.md). f > 0: it is
         # N * mean(g) over the frontier, the ceil(f * kept) last kept and as many next pruned weights: the
         # first-order value of keeping a few more *of the weights the mask would add next*, where sum(g)
@@ -80,7 +93,7 @@ class WeightMask(nn.Module):
         self.rate_frontier = 0.0
         # The unmasked Parameter, held in a list so that it is not registered twice as this module's own.
         self._original: list[torch.Tensor] = [weight]
-        self._seen: tuple[torch.Tensor, torch.Tensor, tuple[float, float, float]] | None = None
+        self._seen: tuple[torch.Tensor, torch.Tensor, tuple[float, float, float, bool]] | None = None
         self._mask: torch.Tensor | None = None
         self._frontier: torch.Tensor | None = None
 
@@ -108,7 +121,27 @@ class WeightMask(nn.Module):
 
     def keep_ratio(self) -> torch.Tensor:
         """The differentiable keep-ratio a(l)."""
+        if self.log_rate:
+            return log_keep_ratio(self.rate, self.min_keep, self.max_keep)
         return keep_ratio(self.rate, self.min_keep, self.max_keep)
+
+    def ratio_at(self, rate: torch.Tensor) -> torch.Tensor:
+        """The keep-ratio this layer would have at ``rate`` (a tensor like ``self.rate``)."""
+        if self.log_rate:
+            return log_keep_ratio(rate, self.min_keep, self.max_keep)
+        return keep_ratio(rate, self.min_keep, self.max_keep)
+
+    def rate_for(self, density: float) -> float:
+        """The rate whose keep-ratio is ``density`` (clipped into the layer's bounds)."""
+        if self.log_rate:
+            return rate_for_log_keep_ratio(density, self.min_keep, self.max_keep)
+        return rate_for_keep_ratio(density, self.min_keep, self.max_keep)
+
+    def rate_range(self) -> tuple[float, float]:
+        """Rates that give the lowest and the highest keep-ratio (the ends a bisection over the rate searches)."""
+        if self.log_rate:
+            return math.log(max(self.min_keep, 1e-30)), math.log(self.max_keep)
+        return -30.0, 30.0  # sigmoid(±30) is exactly 0 or 1 in float32
 
     def kept_units(self) -> int:
         """How many units (scores) the current mask keeps."""
@@ -136,7 +169,7 @@ class WeightMask(nn.Module):
             return False
         scores, rate, settings = self._seen
         scores_now, rate_now = self.scores.detach(), self.rate.detach()
-        return (settings == (self.min_keep, self.max_keep, self.rate_frontier)
+        return (settings == (self.min_keep, self.max_keep, self.rate_frontier, self.log_rate)
                 and scores.device == scores_now.device and torch.equal(rate, rate_now)
                 and torch.equal(scores, scores_now))
 
@@ -154,7 +187,7 @@ class WeightMask(nn.Module):
                     self._frontier = (self._top(magnitude, min(units, keep + width))
                                       - self._top(magnitude, max(0, keep - width))).clamp_min(0)
                 self._seen = (self.scores.detach().clone(), self.rate.detach().clone(),
-                              (self.min_keep, self.max_keep, self.rate_frontier))
+                              (self.min_keep, self.max_keep, self.rate_frontier, self.log_rate))
         assert self._mask is not None
         return self._mask
 
@@ -162,9 +195,18 @@ class WeightMask(nn.Module):
         """The mean of dL/dM over the frontier units in the last backward pass, read from the scores'
         gradient (dL/dS = dL/dM * sign(S) at the scores the mask was ranked on); None before any backward
         or without a frontier (``rate_frontier`` 0). Negative: keeping more of this layer lowers the loss."""
-        if self.scores.grad is None or self._frontier is None or self._seen is None:
+        if self._frontier is None:
+            return None
+        return self.mean_mask_gradient()
+
+    def mean_mask_gradient(self) -> torch.Tensor | None:
+        """dL/dM of the last backward pass averaged over the frontier units (``rate_frontier`` > 0) or over
+        every unit (0: the paper's rate gradient sum(g) divided by N); None before any backward."""
+        if self.scores.grad is None or self._seen is None:
             return None
         mask_gradient = self.scores.grad * torch.sign(self._seen[0])
+        if self._frontier is None:
+            return mask_gradient.mean()
         return (mask_gradient * self._frontier).sum() / self._frontier.sum()
 
     def _top(self, magnitude: torch.Tensor, keep: int) -> torch.Tensor:
@@ -177,11 +219,14 @@ class WeightMask(nn.Module):
         return mask.view_as(self.scores).to(self.weight.dtype)
 
     def get_extra_state(self) -> dict:
-        return {"min_keep": self.min_keep, "max_keep": self.max_keep}
+        return {"min_keep": self.min_keep, "max_keep": self.max_keep, "log_rate": self.log_rate,
+                "learned_kept": self.learned_kept}
 
     def set_extra_state(self, state: dict) -> None:
         self.min_keep = float(state["min_keep"])
         self.max_keep = float(state.get("max_keep", 1.0))
+        self.log_rate = bool(state.get("log_rate", False))  # written before harp's log rates: the sigmoid
+        self.learned_kept = state.get("learned_kept")
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """The masked weight, as every read of the parametrized parameter sees it."""

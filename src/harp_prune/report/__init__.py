@@ -24,14 +24,31 @@ REPORT_FILE = "report.html"
 __all__ = ["REPORT_FILE", "plotting_available", "write_report", "write_report_if_plotting"]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+# the top-level entries each page reads, with their JSON types: a file edited or written by another tool is
+# refused by name here rather than failing somewhere inside the drawing
+RUN_ENTRIES = {"config": dict, "dense": dict, "pruned": dict, "history": dict, "wall_seconds": int | float}
+COMPARE_ENTRIES = {"summary": list, "dense": dict, "config": dict, "strategies": dict, "environment": dict,
+                   "wall_seconds": int | float}
+JSON_TYPES = {dict: "an object", list: "a list", int | float: "a number"}
+
+
+def _read_json(path: Path, entries: dict[str, Any], command: str) -> dict[str, Any] | None:
+    """The record in ``path`` (None when there is none), with each of its ``entries`` of the type the page reads."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise HarpError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); rerun the command "
                         "that wrote it") from None
+    if not isinstance(record, dict):
+        raise HarpError(f"{path} holds a JSON {type(record).__name__}, not the object '{command}' writes; restore "
+                        f"the file or rerun '{command}'")
+    for name, kind in entries.items():
+        if not isinstance(record.get(name), kind):
+            raise HarpError(f"{path} is not a '{command}' record: its '{name}' is missing or not {JSON_TYPES[kind]}; "
+                            f"restore the file or rerun '{command}'")
+    return record
 
 
 def write_report(directory: str | Path) -> Path:
@@ -49,11 +66,12 @@ def write_report(directory: str | Path) -> Path:
         raise HarpError(f"the report's plots need matplotlib, which is not installed; {INSTALL_HINT}")
     if not directory.is_dir():
         raise HarpError(f"{directory} is not a folder; pass the out_dir of a 'harp run' or 'harp compare'")
-    comparison = _read_json(directory / "compare.json")
+    comparison = _read_json(directory / "compare.json", COMPARE_ENTRIES, "harp compare")
     if comparison is not None:
         report, images = compare_page(comparison)
     else:
-        results, metrics = _read_json(directory / "results.json"), read_metrics(directory / METRICS_FILE)
+        results = _read_json(directory / "results.json", RUN_ENTRIES, "harp run")
+        metrics = read_metrics(directory / METRICS_FILE)
         if results is None and not metrics:
             raise HarpError(f"{directory} holds no results.json, {METRICS_FILE} or compare.json; pass the out_dir "
                             "of a 'harp run' or 'harp compare'")

@@ -246,6 +246,8 @@ def run_page(results: dict[str, Any] | None, metrics: list[dict[str, Any]]) -> t
                                   "could not be selected." if reached else "The learned rates did not meet the budget "
                                   "during pruning (no epoch could be selected): the projection after pruning set the "
                                   "final keep-ratios."))
+    if results is not None and (warning := (results["pruned"].get("budget") or {}).get("warning")):
+        report.add("Budget", page.flags([warning], ""))  # the learned density was far from the budget
     training = training_figure(history)
     if training is not None:
         images["accuracy_per_epoch.png"] = training

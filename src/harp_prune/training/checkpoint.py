@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +55,33 @@ def check_checkpoint_exists(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def load_verified(path: Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` (no arbitrary code) of a file whose every archive member first passes
+    its CRC-32 check: torch.load itself reads bytes damaged inside a tensor without noticing, and a model
+    with silently wrong weights would be trained on, evaluated or exported. ``what`` names the file in
+    messages (``checkpoint``), ``fix`` says what to do about a bad one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is None:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zipfile and torch raise many types for truncated or foreign files
+        raise HarpError(f"{what} {path} is corrupted or not a harp-prune {what} ({type(exc).__name__}); "
+                        f"{fix}") from exc
+    raise HarpError(f"{what} {path} is damaged: its member {damaged} fails its CRC check (the file changed after "
+                    f"it was written); {fix}")
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code); clear errors for bad files."""
+    """Read a checkpoint verified by its CRCs with ``weights_only=True``; clear errors for bad files."""
     path = check_checkpoint_exists(path)
     with open(path, "rb") as stream:
         head = stream.read(512)
     if not head.startswith(TORCH_FILE_STARTS):  # a results file, a config: say what it is, not that it is broken
         raise HarpError(f"{path} is not a checkpoint (it holds {_what_it_holds(head)}, not a file written by "
                         "torch.save); give a <stage>/final.pt written by harp, e.g. runs/default/finetune/final.pt")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise HarpError(
-            f"checkpoint {path} is corrupted or not a harp-prune checkpoint ({type(exc).__name__}); "
-            "rerun the stage that writes it or give another checkpoint"
-        ) from exc
+    payload = load_verified(path, "checkpoint", "rerun the stage that writes it or give another checkpoint",
+                            map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp-prune checkpoint; use a file written by harp")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]

@@ -144,6 +144,13 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             "images": int(totals["count"])}
 
 
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN/inf, if any."""
+    return next((name for name, tensor in model.state_dict().items()
+                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                 and not bool(torch.isfinite(tensor).all())), None)
+
+
 def predictions(model: nn.Module, loader: DataLoader, device: torch.device, attack: Attack | None = None,
                 desc: str = "eval", show_progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted, true) labels over ``loader``, on attacked inputs when ``attack`` is given.

@@ -21,16 +21,21 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The lines of a metrics file; a line cut short (the run was killed while writing it) is left out."""
-    return list(_parsed_lines(path.read_text(encoding="utf-8"))) if path.exists() else []
+    """The lines of a metrics file; a line cut short (the run was killed while writing it) is left out, a line
+    that is JSON but not an epoch's record (written by something else) is an error naming it."""
+    return list(_parsed_lines(path, path.read_text(encoding="utf-8"))) if path.exists() else []
 
 
-def _parsed_lines(text: str) -> Iterator[dict[str, Any]]:
-    for line in text.splitlines():
+def _parsed_lines(path: Path, text: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            yield json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not (isinstance(row, dict) and isinstance(row.get("stage"), str) and isinstance(row.get("epoch"), int)):
+            raise HarpError(f"{path} line {number} is not an epoch's record (an object with 'stage' and 'epoch'): "
+                            f"{line[:40]!r}; remove that line, or the file to start its curves afresh")
+        yield row
 
 
 class EpochLog:
