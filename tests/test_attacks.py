@@ -67,12 +67,12 @@ def test_attacks_on_a_pruned_model_compute_the_masked_weights_once_with_the_same
 
     from harp_prune.attacks import base
     from harp_prune.models import build_model
-    from harp_prune.pruning import HarpPruner
+    from harp_prune.pruning import HarpPaperPruner
 
     def attack_then_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
         torch.manual_seed(0)
         model = build_model("small_cnn", (1, 28, 28), 10, [0.5], [0.25])
-        pruner = HarpPruner(0.9)
+        pruner = HarpPaperPruner(0.9)  # the optimiser's rates: both the score and the rate gradients
         pruner.attach(model)
         x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
         adversarial = PGD(0.1, 0.025, 4)(model, x, y)

@@ -11,8 +11,9 @@ What differs from the paper's mechanics (``harp-paper``), and why (measured in d
 - the kept count follows a trajectory from the initial density down to the target over the first ``ramp``
   of the pruning steps and holds it after, by one common log-ratio shift after every step (it multiplies
   every keep-ratio by one factor, so the learned proportions stay); the budget is met from then on;
-- what is learned is each layer's factor on a layer budget that moves with the trajectory: the initial
-  strategy (LAMP by default) at the initial density, geometrically to the same strategy at the target. A
+- what is learned is each layer's factor on a layer budget that moves with the trajectory, within a factor
+  ``travel`` (3) of it: the initial strategy (LAMP by default) at the initial density, geometrically to the
+  same strategy at the target. A
   uniform strategy gives the paper's uniform start and plain proportional descent; LAMP gives every density
   on the way a sensible allocation to learn from, where a uniform descent to 0.1 % starves the small early
   layers of a ResNet before their rates can learn (docs/harp-999.md);
@@ -62,6 +63,8 @@ class HarpOptions(LayerBoundsOptions):
                                     "each step moves it by at most rate_reach / the number of pruning steps")
     ramp: float = option(0.5, "the share of the pruning steps over which the budget falls geometrically from the "
                               "initial density to the target, which is then held (0: the target from the first step)")
+    travel: float = option(3.0, "how far a layer's keep-ratio may move from the moving layer budget, as a factor "
+                                "(3: between a third and three times it); 0: as far as the floor a_min and 1")
     gamma_step: float = option(0.1, "how fast γ, the price of a kept weight, follows the rates' drift from the "
                                     "budget trajectory: log γ moves by gamma_step per full rate step of drift")
 
@@ -71,6 +74,8 @@ class HarpOptions(LayerBoundsOptions):
             raise HarpError(f"rate_reach must be > 0 (a distance in log keep-ratio, e.g. 8), got {self.rate_reach}")
         if not 0.0 <= number("ramp", self.ramp) < 1.0:
             raise HarpError(f"ramp must lie in [0, 1) (a share of the pruning steps), got {self.ramp}")
+        if number("travel", self.travel) != 0 and self.travel <= 1:
+            raise HarpError(f"travel must be a factor above 1 (or 0: unbounded), got {self.travel}")
         if not number("gamma_step", self.gamma_step) >= 0:
             raise HarpError(f"gamma_step must be >= 0 (0: γ keeps its first value), got {self.gamma_step}")
 
@@ -184,22 +189,26 @@ class HarpPruner(BoundedRatePruner):
         kept = [layer.kept() for layer in self.layers]
         # the moving budget's own change this step, layer by layer (the trajectory's part of the step)
         prior_moves = [b - a for a, b in zip(self.prior(self.step - 1), self.prior(self.step), strict=True)]
-        for layer, move, prior_move in zip(self.layers, moves, prior_moves, strict=True):
+        prior = self.prior(self.step)
+        for layer, move, prior_move, centre in zip(self.layers, moves, prior_moves, prior, strict=True):
             layer.rate.add_(move + prior_move)
-            self._clamp(layer)
-        project_to_budget(self.layers, target)
-        for layer in self.layers:
-            self._clamp(layer)
+            self._clamp(layer, centre)
+        shift = project_to_budget(self.layers, target)
+        for layer, centre in zip(self.layers, prior, strict=True):
+            self._clamp(layer, centre + shift)
         # the rates' own drift: how far their learned steps alone moved the kept count, in log terms
         drift = sum(k * move for k, move in zip(kept, moves, strict=True)) / max(sum(kept), 1)
         exponent = float(self.options.gamma_step) * drift / rate_step
         self.gamma *= math.exp(max(-1.0, min(1.0, exponent)) * math.log(MAX_PRICE_CHANGE))
 
-    @staticmethod
-    def _clamp(layer: WeightMask) -> None:
-        """Keep a rate inside its bounds, so that a step back is felt at once (no dead zone past a clamp)."""
+    def _clamp(self, layer: WeightMask, centre: float) -> None:
+        """Keep a rate inside its bounds, so that a step back is felt at once (no dead zone past a clamp), and
+        within ``travel`` of the moving layer budget's ``centre``."""
         low, high = layer.rate_range()
-        layer.rate.clamp_(low, high)
+        if self.options.travel:
+            reach = math.log(float(self.options.travel))
+            low, high = max(low, centre - reach), min(high, centre + reach)
+        layer.rate.clamp_(low, max(low, high))
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         with torch.no_grad():
