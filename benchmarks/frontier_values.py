@@ -54,8 +54,9 @@ def record_values(root: Path, sparsity: float, epochs: int, value_scale: str, tr
     counts after every step."""
     stored = read_yaml(root / "config.yaml")
     settings = {key: value for key, value in stored.items() if not key.startswith(("prune.", "compare."))}
+    # prune.frontier: boundary_width's former name, in the config.yaml of runs made before the rename
     settings.update({key: value for key, value in stored.items()
-                     if key in ("prune.rate_step", "prune.value_decay", "prune.frontier")})
+                     if key in ("prune.rate_step", "prune.value_decay", "prune.boundary_width", "prune.frontier")})
     settings.update({"prune.method": RecordingFrontier.name, "prune.sparsity": sparsity, "prune.epochs": epochs,
                      "prune.source": str(root / "pretrain" / "final.pt"), "prune.value_scale": value_scale,
                      "prune.travel": travel,

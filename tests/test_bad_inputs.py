@@ -79,7 +79,6 @@ BAD_SETTINGS = [
     ("attack-eps-negative", ["--attack-eps", "-0.1"], "attack.eps must be > 0"),
     ("attack-eps-nan", ["--attack-eps", "nan"], "attack.eps must be > 0"),
     ("attack-step-size-0", ["--attack-step-size", "0"], "attack.step_size must be > 0"),
-    ("attack-norm-unknown", ["--attack-norm", "l3"], "attack.norm must be one of linf, l2, got 'l3'"),
     ("workers-negative", ["--data-workers", "-1"], "data.workers must be >= 0"),
     ("val-fraction-1", ["--data-val-fraction", "1"], "data.val_fraction must be in [0, 1)"),
     ("val-fraction-negative", ["--data-val-fraction", "-0.1"], "data.val_fraction must be in [0, 1)"),
@@ -95,8 +94,6 @@ BAD_SETTINGS = [
     ("sparsity-1", ["--sparsity", "1"], "prune.sparsity must be in [0, 1)"),
     ("sparsity-not-a-number", ["--sparsity", "abc"], "config key 'prune.sparsity' must be float"),
     ("seed-not-an-integer", ["--seed", "1.5"], "config key 'seed' must be int"),
-    ("select-on-unknown", ["--select-on", "train"], "select_on must be one of val, test, got 'train'"),
-    ("unknown-dataset", ["--dataset", "cifar-11"], "unknown data set 'cifar-11'; choose one of cifar10, cifar100"),
 ]
 
 
@@ -106,6 +103,20 @@ def test_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, args, me
     code, stderr = _cli(["run", "--out-dir", str(out), *QUICK, *args], capsys)
     _assert_one_line_error(code, stderr, message)
     assert not out.exists()  # rejected before the out dir (or a config.yaml in it) was made
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--attack-norm", "l3"], "argument --attack-norm: invalid choice: 'l3'"),
+    (["--select-on", "train"], "argument --select-on: invalid choice: 'train'"),
+    (["--dataset", "cifar-11"], "argument --data-dataset/--dataset: invalid choice: 'cifar-11'"),
+], ids=["attack-norm-unknown", "select-on-unknown", "unknown-dataset"])
+def test_a_value_outside_the_choices_is_refused_by_the_parser(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--out-dir", str(out), *QUICK, *args])
+    stderr = capsys.readouterr().err
+    assert info.value.code == 2 and message in stderr and "Traceback" not in stderr
+    assert not out.exists()
 
 
 def test_compare_jobs_0(tmp_path, capsys):
@@ -325,10 +336,9 @@ def test_svhn_without_scipy(tmp_path, capsys, monkeypatch):
     _assert_one_line_error(code, stderr, 'pip install "harp-prune[svhn]"')
 
 
-def test_unknown_dataset_with_eps_given(tmp_path, capsys):
-    code, stderr = _cli(["run", "--dataset", "mnist-on-mars", "--attack-eps", "0.1", "--attack-step-size", "0.02",
-                         "--out-dir", str(tmp_path / "out"), *QUICK], capsys)
-    _assert_one_line_error(code, stderr, "unknown data set 'mnist-on-mars'; choose one of")
+def test_unknown_dataset_with_eps_given():
+    with pytest.raises(HarpError, match="unknown data set 'mnist-on-mars'; choose one of"):
+        build_config(cli_values={"data.dataset": "mnist-on-mars", "attack.eps": "0.1", "attack.step_size": "0.02"})
 
 
 # --- where results go ---
@@ -435,13 +445,31 @@ def test_bad_checkpoint_to_evaluate(tmp_path, capsys, write, message):
     (lambda path: path.write_bytes(b"PK\x03\x04 cut short"), "is corrupted or not a harp-prune checkpoint"),
     (lambda path: torch.save({"state_dict": {}}, path), "is not a harp-prune checkpoint"),
     (lambda path: None, "does not exist"),
-], ids=["forged", "corrupted", "foreign", "missing"])
+    (lambda path: path.write_text('{"natural_acc": 0.79}\n'), "is not a checkpoint (it holds JSON text, not a file "
+                                                             "written by torch.save)"),
+], ids=["forged", "corrupted", "foreign", "missing", "results-file"])
 def test_bad_checkpoint_to_export(tmp_path, capsys, write, message):
     checkpoint = tmp_path / "final.pt"
     write(checkpoint)
     code, stderr = _cli(["export", str(checkpoint), "--format", "zeroed"], capsys)
-    _assert_one_line_error(code, stderr, message)
+    error = _assert_one_line_error(code, stderr, message)
+    assert "delete" not in error  # the user's file is named for what it is, never to be deleted
     assert _files_under(tmp_path) == (["final.pt"] if checkpoint.exists() else [])
+
+
+def test_a_failed_command_leaves_no_folder_behind(tmp_path, capsys, monkeypatch):
+    """A command that fails before its work creates nothing: evaluate of a run that does not exist (its
+    result would have gone to nowhere/finetune/), a run on a data set whose files are absent (runs/default),
+    a stage without its input (its config.yaml)."""
+    monkeypatch.chdir(tmp_path)
+    code, stderr = _cli(["evaluate", "--out-dir", "nowhere", *QUICK], capsys)
+    _assert_one_line_error(code, stderr, "does not exist")
+    code, stderr = _cli(["run", "--dataset", "cifar10", "--data-root", "absent", *QUICK], capsys)
+    _assert_one_line_error(code, stderr, "cifar10")
+    for stage in ("prune", "finetune"):  # a stage whose input checkpoint is missing
+        code, stderr = _cli([stage, "--out-dir", "nothing-yet", *QUICK], capsys)
+        _assert_one_line_error(code, stderr, "does not exist; run the stage that writes it first")
+    assert _files_under(tmp_path) == []
 
 
 # --- exports ---

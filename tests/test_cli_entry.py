@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harp_prune import __version__, cli
+from harp_prune import __version__, cli, pipeline
 
 
 @pytest.fixture()
 def runs(monkeypatch):
     """The configs ``pipeline.run`` would have been called with (nothing is trained)."""
     calls = []
-    monkeypatch.setattr(cli.pipeline, "run", lambda config, model, resume: calls.append((config, resume)))
+    monkeypatch.setattr(pipeline, "run", lambda config, model, resume: calls.append((config, resume)))
     return calls
 
 

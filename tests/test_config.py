@@ -43,7 +43,7 @@ def test_bad_values_give_one_line_errors(values, message):
 
 
 def test_effective_config_is_saved_with_provenance(tmp_path):
-    config = build_config(cli_values={"prune.gamma0": "0.05"})
+    config = build_config(cli_values={"prune.method": "harp-paper", "prune.gamma0": "0.05"})
     save_config(config, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "# prune.gamma0: command line" in text

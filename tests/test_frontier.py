@@ -71,7 +71,7 @@ def test_no_rate_step_is_hydra_on_the_same_budget(trained_model, tiny_splits):
 
 def test_marginal_value_is_the_mean_mask_gradient_over_the_frontier(trained_model, tiny_splits):
     model = copy.deepcopy(trained_model).eval()
-    pruner = build_pruner("frontier", 0.99, frontier=0.5)
+    pruner = build_pruner("frontier", 0.99, boundary_width=0.5)
     pruner.attach(model)
     images, labels = next(iter(make_loader(tiny_splits.train, 64, shuffle=False, seed=0)))
     torch.nn.functional.cross_entropy(model(images), labels).backward()
@@ -245,7 +245,7 @@ def test_state_written_before_value_scale_loads_into_the_first_version_only():
         build_pruner("frontier", 0.99).load_state_dict(old_state)
 
 
-@pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"frontier": 0}, "frontier"),
+@pytest.mark.parametrize("options, word", [({"rate_step": -1}, "rate_step"), ({"boundary_width": 0}, "boundary_width"),
                                            ({"value_decay": 1.0}, "value_decay"), ({"alpha": 1.0}, "alpha"),
                                            ({"init_strategy": "nope"}, "nope"), ({"gamma0": 0.1}, "gamma0"),
                                            ({"value_scale": "nope"}, "value_scale"), ({"travel": 0.5}, "travel"),

@@ -89,13 +89,13 @@ def test_an_evaluation_pass_computes_the_masked_weights_once(monkeypatch, attack
     assert all(torch.equal(a, b) for a, b in zip(cached, plain, strict=True))
 
 
-def test_the_command_restarts_itself_once_with_the_passive_wait_policy_unless_the_user_chose():
-    from harp_prune.threads import restart_environment
+def test_the_command_sets_the_passive_wait_policy_unless_the_user_chose():
+    from harp_prune.threads import set_wait_policy
 
-    assert restart_environment({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert restart_environment({"OMP_WAIT_POLICY": "PASSIVE"}) is None  # the restarted command: no loop
-    assert restart_environment({"OMP_WAIT_POLICY": "ACTIVE"}) is None  # the user's choice wins
-    assert restart_environment({"HARP_THREAD_POLICY": "off"}) is None
+    for environ, policy in (({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
+                            ({"HARP_THREAD_POLICY": "off"}, None)):
+        set_wait_policy(environ)
+        assert environ.get("OMP_WAIT_POLICY") == policy
 
 
 def test_the_thread_count_is_capped_at_the_usable_cpus_unless_the_user_chose(tmp_path):
@@ -113,21 +113,36 @@ def test_the_thread_count_is_capped_at_the_usable_cpus_unless_the_user_chose(tmp
     assert cgroup_cpu_limit(tmp_path / "absent") is None
 
 
-@pytest.mark.parametrize(("setting", "seen"), [({}, ["None", "PASSIVE"]), ({"OMP_WAIT_POLICY": "ACTIVE"}, ["ACTIVE"]),
+# a stand-in for the command (runpy, as `python -m harp_prune`) that prints OMP_WAIT_POLICY as torch starts loading
+_SPY = """
+import os, runpy, sys
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("policy", os.environ.get("OMP_WAIT_POLICY"))
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Spy())
+sys.argv = ["harp", *sys.argv[1:]]
+runpy.run_module("harp_prune", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(("setting", "seen"), [({}, ["PASSIVE"]), ({"OMP_WAIT_POLICY": "ACTIVE"}, ["ACTIVE"]),
                                                ({"HARP_THREAD_POLICY": "off"}, ["None"])])
-def test_the_harp_command_runs_under_the_passive_wait_policy(setting, seen):
-    """The command line (``main()`` without arguments) starts again with OMP_WAIT_POLICY=PASSIVE set before
-    torch is imported; a user's OMP_WAIT_POLICY or HARP_THREAD_POLICY=off means no restart."""
+def test_the_harp_command_imports_torch_once_under_the_passive_wait_policy(setting, seen, tmp_path):
+    """The command line sets OMP_WAIT_POLICY=PASSIVE in its own environment before it first imports torch
+    (libgomp reads it then), without starting itself again: torch starts loading once. A user's
+    OMP_WAIT_POLICY or HARP_THREAD_POLICY=off is left alone."""
     import os
     import subprocess
     import sys
 
-    program = ("import os, sys; print('policy', os.environ.get('OMP_WAIT_POLICY')); sys.argv = ['harp', '--version']; "
-               "from harp_prune.cli import main; main()")
     environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "HARP_THREAD_POLICY")}
-    done = subprocess.run([sys.executable, "-c", program], env={**environment, **setting}, capture_output=True,
-                          text=True, timeout=300, check=False)
+    # a command that imports torch and then fails at once: the report of a folder that does not exist
+    done = subprocess.run([sys.executable, "-c", _SPY, "report", str(tmp_path / "absent")],
+                          env={**environment, **setting}, capture_output=True, text=True, timeout=300, check=False)
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("policy ")] == seen, done.stderr
+    assert "is not a folder" in done.stderr
 
 
 def _benchmark(name: str):
@@ -140,6 +155,16 @@ def _benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_start_up_script_times_the_helps_against_import_torch(tmp_path):
+    import json
+
+    output = tmp_path / "cli_startup.json"
+    _benchmark("cli_startup").main(["--repeats", "1", "--output", str(output)])
+    rows = json.loads(output.read_text())["rows"]
+    assert rows["import torch"]["versus_import_torch"] == 1.0 and rows["harp --help"]["torch_imports"] == 0
+    assert rows["harp report (a real command)"]["torch_imports"] == 1
 
 
 def test_the_gpu_throughput_script_runs_in_quick_mode_on_the_cpu(tmp_path):

@@ -54,8 +54,8 @@ class NoisyAT(PGDAT):
     Options = NoisyOptions
 
 
-def _help(command: str) -> str:
-    parser = build_parser()
+def _help(command: str, *words: str) -> str:
+    parser = build_parser([command, *words])
     text = next(a for a in parser._subparsers._actions if a.choices)._name_parser_map[command].format_help()
     return " ".join(text.split())
 
@@ -66,7 +66,9 @@ def test_a_new_pruner_with_an_option_is_one_class():
         config = build_config(cli_values={"prune.method": "shrink-test", "prune.shrink": "0.25"})
         pruner = pipeline.make_pruner(config)
         assert isinstance(pruner, ShrinkPruner) and pruner.options == ShrinkOptions(shrink=0.25)
-        assert "--prune-shrink" in _help("prune") and "how hard to shrink (default 0.5" in _help("prune")
+        assert "--prune-shrink" not in _help("prune")  # the help lists the chosen method's options
+        shrink_help = _help("prune", "--method", "shrink-test")
+        assert "--prune-shrink" in shrink_help and "how hard to shrink (default 0.5" in shrink_help
         with pytest.raises(HarpError, match=r"pruning method 'harp' does not take prune\.shrink \(set in "
                                             r"command line\); it takes: .*rate_reach"):
             pipeline.make_pruner(build_config(cli_values={"prune.shrink": 0.3}))

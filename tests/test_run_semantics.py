@@ -144,7 +144,7 @@ def test_diverging_learning_rate_stops_the_stage(tmp_path, capsys):
 # 5. options the method does not take are refused
 
 @pytest.mark.parametrize(("method", "flag", "value"), [
-    ("harp-channel", "--prune-rate-frontier", "0.1"),
+    ("harp-channel", "--prune-rate-boundary-width", "0.1"),
     ("lwm", "--prune-layer-budget", "erk"),
     ("hydra", "--prune-gamma0", "1"),
 ])
@@ -179,11 +179,7 @@ def test_data_set_defaults_reach_harp_only(tmp_path):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--evaluate-attacks", "pgd20,nonsense"], "unknown attack 'nonsense'"),
-    (["--method", "nonsense"], "unknown pruning method 'nonsense'"),
     (["--prune-init-strategy", "nonsense"], "prune.init_strategy 'nonsense' is not a layer budget"),
-    (["--finetune-objective", "nonsense"], "unknown objective 'nonsense'"),
-    (["--method", "harp-channel", "--prune-channel-target", "bytes"],
-     "prune.channel_target must be one of channels, flops, params"),
     (["--evaluate-eps-sweep", "1,x"], "evaluate.eps_sweep must be"),
 ])
 def test_a_config_that_cannot_run_fails_before_training(tmp_path, capsys, flags, message):
@@ -191,6 +187,20 @@ def test_a_config_that_cannot_run_fails_before_training(tmp_path, capsys, flags,
     assert main(["run", "--out-dir", str(out), *TINY, *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (out / "pretrain").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--method", "nonsense"], "argument --prune-method/--method: invalid choice: 'nonsense'"),
+    (["--finetune-objective", "nonsense"], "argument --finetune-objective: invalid choice: 'nonsense'"),
+    (["--method", "harp-channel", "--prune-channel-target", "bytes"],
+     "argument --prune-channel-target: invalid choice: 'bytes'"),
+])
+def test_a_name_outside_the_choices_is_refused_by_the_parser(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--out-dir", str(out), *TINY, *flags])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
 
 
 # 7. edge cases: sparsity 0, zero pruning epochs, --resume on an empty out dir

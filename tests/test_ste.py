@@ -49,7 +49,7 @@ def test_forward_uses_masked_weight_and_weight_gradient_is_masked():
 
 
 def test_frontier_rate_gradient_is_the_mean_over_the_weights_next_to_the_threshold():
-    """rate_frontier f: dL/da = N * mean(g) over the ceil(f * kept) last kept and next pruned weights."""
+    """rate_boundary_width f: dL/da = N * mean(g) over the ceil(f * kept) last kept and next pruned weights."""
     torch.manual_seed(2)
     linear = nn.Linear(10, 8, bias=False)
     layer = wrap_model(linear, min_keep=0.0)['']
@@ -74,12 +74,12 @@ def test_frontier_rate_gradient_is_the_mean_over_the_weights_next_to_the_thresho
     assert torch.allclose(layer.scores.grad, g * torch.sign(layer.scores.detach()), atol=1e-6)
 
 
-def test_rate_frontier_reaches_the_layers_and_survives_a_checkpoint(tmp_path):
+def test_rate_boundary_width_reaches_the_layers_and_survives_a_checkpoint(tmp_path):
     from harp_prune.pruning import HarpPruner, masked_layers
     from harp_prune.training import load_model, save_atomic
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
-    pruner = HarpPruner(0.9, rate_frontier=0.1)
+    pruner = HarpPruner(0.9, rate_boundary_width=0.1)
     pruner.attach(model)
     assert all(layer.rate_frontier == 0.1 for layer in masked_layers(model).values())
     path = tmp_path / "pruned.pt"
@@ -88,3 +88,9 @@ def test_rate_frontier_reaches_the_layers_and_survives_a_checkpoint(tmp_path):
     loaded, loaded_pruner, _ = load_model(path, model=fresh)
     assert loaded_pruner.rate_frontier == 0.1
     assert all(layer.rate_frontier == 0.1 for layer in masked_layers(loaded).values())
+    # a checkpoint written before the option was renamed (it was rate_frontier) loads with its value
+    record = pruner.describe()
+    record["rate_frontier"] = record.pop("rate_boundary_width")
+    save_atomic({"model": model.state_dict(), "model_spec": {"name": None}, "pruning": record}, path)
+    _, older, _ = load_model(path, model=nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)))
+    assert older.options.rate_boundary_width == 0.1

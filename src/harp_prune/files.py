@@ -42,27 +42,23 @@ def describe_os_error(error: OSError, path: str | os.PathLike[str] | None = None
     return f"{where}: {reason}; {fix}" if where is not None else f"{reason}; {fix}"
 
 
-def _blocking_file(path: Path) -> Path | None:
-    """The nearest existing ancestor of ``path`` (itself included) that is not a folder, if any."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
-    return None
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists (the current folder at worst)."""
+    return next((candidate for candidate in (path, *path.parents) if candidate.exists()), Path.cwd())
 
 
-def ensure_output_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
-    """Create ``path`` (and its parents) if needed and make sure files can be written in it."""
+def check_output_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Fail now, not after the work, when files cannot be written in ``path``: a file is in its way, or the
+    folder it would be created in is not writable. Nothing is created: a command that fails before its work
+    leaves no folder behind; the writers create it (``atomic_output``)."""
     path = Path(path)
-    blocking = _blocking_file(path)
-    if blocking is not None:
-        raise HarpError(f"{what} {path} cannot be created: {blocking} is a file, not a folder; "
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise HarpError(f"{what} {path} cannot be created: {existing} is a file, not a folder; "
                         "choose another path or remove that file")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HarpError(f"cannot create {what} {describe_os_error(exc, path)}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise HarpError(f"{what} {path} is not writable; {_NO_PERMISSION}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing} is not)"
+        raise HarpError(f"{what} {path} is not writable{where}; {_NO_PERMISSION}")
     return path
 
 
@@ -71,7 +67,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "output file") -
     path = Path(path)
     if path.is_dir():
         raise HarpError(f"{what} {path} is a folder; give a file path")
-    ensure_output_dir(path.parent, f"folder of the {what}")
+    check_output_dir(path.parent, f"folder of the {what}")
     return path
 
 

@@ -48,21 +48,34 @@ _NO_LEGACY = object()
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] | Registry | None = None, *,
-           legacy: Any = _NO_LEGACY) -> Any:
+           legacy: Any = _NO_LEGACY, renamed_from: tuple[str, ...] = ()) -> Any:
     """A dataclass field of a component's options: its default, what it means and, for text, its choices
     (a tuple, or a registry whose names are the choices).
 
     :param legacy: for an option added with a default that changes what the component did before, the value
         that reproduces the old behaviour: a record written before the option existed (a checkpoint, a cached
         comparison cell) was made with it, not with the default (``recorded_options``).
+    :param renamed_from: the option's former names: records and configs that use them still load (configs
+        with a deprecation note, ``harp_prune.config``).
     """
-    return field(default=default, metadata={"help": help, "choices": choices, "legacy": legacy})
+    return field(default=default, metadata={"help": help, "choices": choices, "legacy": legacy,
+                                            "renamed_from": renamed_from})
 
 
 def legacy_values(options: type) -> dict[str, Any]:
     """The options of ``options`` that records written before them imply a non-default value for."""
     return {item.name: item.metadata["legacy"] for item in dataclasses.fields(options)
             if item.metadata.get("legacy", _NO_LEGACY) is not _NO_LEGACY}
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def renamed_options(options: type) -> dict[str, str]:
+    """The former names of the options of ``options``, each with its current name."""
+    return {old: item.name for item in dataclasses.fields(options) for old in item.metadata.get("renamed_from", ())}
 
 
 def choices_of(item: dataclasses.Field) -> tuple[str, ...]:
@@ -80,14 +93,6 @@ def check_choice(item: dataclasses.Field, value: Any, name: str) -> None:
         choices.get(value)
     elif value not in choices:
         raise HarpError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def describe_option(item: dataclasses.Field) -> str:
-    """``help (default D; one of A, B)`` for --help and error messages."""
-    text = item.metadata.get("help", "")
-    default = "none" if item.default is None else item.default
-    choices = choices_of(item)
-    return f"{text} (default {default}" + (f"; one of {', '.join(choices)})" if choices else ")")
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
@@ -142,7 +147,8 @@ def build_options(options: type, values: Mapping[str, Any] | None, owner: str, w
     checked against its choices; a key ``options`` does not declare is an error naming ``owner`` (e.g.
     "pruning method 'hydra'") and what it takes."""
     declared = option_fields(options)
-    given = dict(values or {})
+    renamed = renamed_options(options)
+    given = {renamed.get(key, key): value for key, value in (values or {}).items()}
     for key in given:
         if key not in declared:
             raise HarpError(f"{owner} does not take option '{key}'{f' (set in {where})' if where else ''}; "

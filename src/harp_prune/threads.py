@@ -4,8 +4,8 @@ PyTorch's CPU kernels run on an OpenMP thread pool (GNU libgomp in the Linux whe
 for the others at the end of a parallel region, libgomp lets it spin for a while by default; beside other
 busy processes the spinning threads take the cores from the threads that have work, and an adversarial
 training epoch becomes several times slower. ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at once.
-libgomp reads it only when it is loaded, which ``import torch`` does, and ``harp_prune`` imports torch, so
-the command starts itself again with the variable set (one extra interpreter start-up, about a second).
+libgomp reads it only when it is loaded, which ``import torch`` does; the command imports torch only once it
+has parsed its flags, so it sets the variable in its own environment first (``set_wait_policy``).
 
 The number of threads is capped by the CPUs the process may use (its affinity and its cgroup's CPU quota),
 which torch's default (the machine's physical cores) ignores in containers.
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 POLICY_SWITCH = "HARP_THREAD_POLICY"
@@ -34,12 +33,11 @@ def policy_enabled(environ: Mapping[str, str]) -> bool:
     return environ.get(POLICY_SWITCH, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
-def restart_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """The environment to start the command again with (the passive wait policy added), or None when the
-    policy is off or the wait policy is already set (by the user, or by the restart itself)."""
-    if not policy_enabled(environ) or WAIT_POLICY in environ:
-        return None
-    return {**environ, WAIT_POLICY: "PASSIVE"}
+def set_wait_policy(environ: MutableMapping[str, str]) -> None:
+    """Add the passive wait policy to ``environ`` (``os.environ`` at the command's start, before torch is
+    imported; its child processes inherit it), unless the policy is off or the user chose one."""
+    if policy_enabled(environ):
+        environ.setdefault(WAIT_POLICY, "PASSIVE")
 
 
 def cgroup_cpu_limit(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
@@ -68,15 +66,8 @@ def thread_count(environ: Mapping[str, str], current: int, usable: int) -> int |
     return usable
 
 
-def apply_command_policy() -> None:
-    """At the start of the ``harp`` command: restart with the passive wait policy if needed (does not return
-    then), else cap torch's threads at the usable CPUs."""
-    environment = restart_environment(os.environ)
-    if environment is not None and os.name == "posix":  # elsewhere exec starts a new process and returns at once
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # sys.orig_argv is the command line as given (interpreter options, -m module or script, arguments)
-        os.execve(sys.executable, sys.orig_argv, environment)
+def cap_torch_threads() -> None:
+    """Before the ``harp`` command's work (this imports torch): cap torch's threads at the usable CPUs."""
     import torch
 
     threads = thread_count(os.environ, torch.get_num_threads(), usable_cpus())

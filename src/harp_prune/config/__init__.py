@@ -12,7 +12,7 @@ Example::
 """
 
 from harp_prune.config.checks import check_component_options, check_taken, component_options, validate
-from harp_prune.config.keys import METHOD_BAG, OPTION_BAGS, Key, OptionBag, config_keys, flag_name, get, sections
+from harp_prune.config.keys import METHOD_BAG, OPTION_BAGS, Key, OptionBag, config_keys, get, sections
 from harp_prune.config.loading import (
     apply_dataset_defaults,
     build_config,
@@ -34,6 +34,7 @@ from harp_prune.config.schema import (
     RunConfig,
     StageConfig,
 )
+from harp_prune.registry import flag_name
 
 __all__ = [
     "METHOD_BAG",

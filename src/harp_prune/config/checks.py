@@ -11,13 +11,13 @@ from harp_prune.config.keys import (
     check_choice,
     chosen_components,
     config_keys,
-    flag_name,
     get,
 )
 from harp_prune.config.schema import CompareConfig, RunConfig
 from harp_prune.data import DATASETS
 from harp_prune.errors import HarpError
 from harp_prune.pruning import PRUNERS, Prunable
+from harp_prune.registry import flag_name
 
 
 def _check_threat_model(config: RunConfig) -> None:

@@ -18,26 +18,30 @@ from harp_prune.attacks.registry import split_attack_name
 from harp_prune.config.schema import RunConfig
 from harp_prune.errors import HarpError
 from harp_prune.pruning import PRUNERS
-from harp_prune.registry import Registry, describe_option, option_fields
+from harp_prune.registry import Registry, option_fields, renamed_options
 from harp_prune.registry import check_choice as check_option_choice
 from harp_prune.training import OBJECTIVES
 
 
 @dataclass(frozen=True)
 class OptionBag:
-    """The options dict ``field`` of ``section`` holds the options of ``registry``'s components."""
+    """The options dict ``field`` of ``section`` holds the options of ``registry``'s components; ``choosers``
+    are the keys that name those components, the first one set deciding (``harp run --method M --help``
+    lists M's options: ``harp_prune.cli``)."""
 
     section: str
     field: str
     registry: Registry
+    choosers: tuple[str, ...]
 
 
 OPTION_BAGS = (
-    OptionBag("pretrain", "objective_options", OBJECTIVES),
-    OptionBag("prune", "objective_options", OBJECTIVES),
-    OptionBag("prune", "method_options", PRUNERS),
-    OptionBag("finetune", "objective_options", OBJECTIVES),
-    OptionBag("evaluate", "attack_options", ATTACKS),
+    OptionBag("pretrain", "objective_options", OBJECTIVES, ("pretrain.objective",)),
+    OptionBag("prune", "objective_options", OBJECTIVES, ("prune.objective", "pretrain.objective")),
+    # harp compare prunes with each of compare.methods
+    OptionBag("prune", "method_options", PRUNERS, ("prune.method", "compare.methods")),
+    OptionBag("finetune", "objective_options", OBJECTIVES, ("finetune.objective", "pretrain.objective")),
+    OptionBag("evaluate", "attack_options", ATTACKS, ("evaluate.attacks",)),
 )
 BAG_FIELDS = {(bag.section, bag.field) for bag in OPTION_BAGS}
 METHOD_BAG = next(bag for bag in OPTION_BAGS if bag.field == "method_options")
@@ -56,10 +60,6 @@ class Key:
     @property
     def type(self) -> Any:
         return self.declared.type
-
-    def help(self) -> str:
-        text = describe_option(self.declared)
-        return f"{text}; taken by {', '.join(self.owners)}" if self.bag is not None else text
 
 
 def sections() -> tuple[str, ...]:
@@ -107,9 +107,11 @@ def _keys_for(versions: tuple[int, ...]) -> dict[str, Key]:
     return keys
 
 
-def flag_name(key: str) -> str:
-    """The command-line flag of a config key: ``data.batch_size`` is ``--data-batch-size``."""
-    return "--" + key.replace(".", "-").replace("_", "-")
+def renamed_keys() -> dict[str, str]:
+    """The former config keys of renamed component options, each with its current key (``prune.frontier``:
+    ``prune.boundary_width``)."""
+    return {f"{bag.section}.{old}": f"{bag.section}.{new}" for bag in OPTION_BAGS
+            for component in bag.registry.components() for old, new in renamed_options(component.options).items()}
 
 
 def section_of(config: RunConfig, key: str) -> tuple[Any, str]:

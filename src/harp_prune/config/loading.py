@@ -4,6 +4,7 @@ set's declared defaults for what nobody set. Where each value came from is recor
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from harp_prune.config.keys import (
     chosen_components,
     config_keys,
     get,
+    renamed_keys,
     section_of,
     sections,
     set_value,
@@ -61,7 +63,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def set_key(config: RunConfig, key: str, value: Any, source: str) -> None:
-    """Set ``key`` from ``source`` (a file, "Python", "command line"), coerced to its declared type."""
+    """Set ``key`` from ``source`` (a file, "Python", "command line"), coerced to its declared type; a former
+    key of a renamed option sets its current key, with a deprecation note."""
+    renamed = renamed_keys()
+    if key in renamed:
+        warnings.warn(f"config key '{key}' ({source}) is deprecated; use '{renamed[key]}'", FutureWarning,
+                      stacklevel=2)
+        key = renamed[key]
     known = config_keys()
     if key not in known:
         raise unknown_key_error(key, source)

@@ -15,7 +15,7 @@ from harp_prune import distributed
 from harp_prune.config import RunConfig, save_config
 from harp_prune.data import Splits, load_dataset, make_loader, make_splits
 from harp_prune.errors import HarpError
-from harp_prune.files import ensure_output_dir
+from harp_prune.files import check_output_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,7 +134,7 @@ def open_context(config: RunConfig, splits: Splits | None = None, user_model: bo
                  record_config: bool = True) -> Context:
     """Load data (unless given), build loaders and resolve the device (and, under torchrun, join the group).
     ``record_config`` writes ``<out_dir>/config.yaml``, the record of how the run's stages were made."""
-    out = ensure_output_dir(config.out_dir, "out_dir")  # before loading data: an unwritable out_dir fails at once
+    out = check_output_dir(config.out_dir, "out_dir")  # before loading data: an unwritable out_dir fails at once
     device = distributed.device_for_rank(resolve_device(config.device))
     distributed.init(device)
     seed_everything(config.seed)

@@ -31,6 +31,7 @@ from harp_prune.training import (
     StageResult,
     StageSettings,
     build_from_spec,
+    check_checkpoint_exists,
     load_checkpoint,
     model_from_checkpoint,
     run_stage,
@@ -69,6 +70,16 @@ def stage_context(config: RunConfig, ctx: Context | None, splits, model: nn.Modu
     if ctx.config is not config:
         raise HarpError("the context was prepared for another config; pass the config it was made with")
     return ctx
+
+
+def check_source(config: RunConfig, ctx: Context | None, stage: str, source: Path, reads_it: bool,
+                 resume: bool) -> None:
+    """A stage started on its own that will read ``source``: check that it exists before the context records
+    ``config.yaml``, so that a stage which cannot start leaves no folder behind (a finished stage resumed
+    reads its own checkpoint instead)."""
+    finished = resume and (Path(config.out_dir) / stage / "final.pt").is_file()
+    if ctx is None and reads_it and not finished:
+        check_checkpoint_exists(source)
 
 
 def source_model(ctx: Context, path: Path, model: nn.Module | None) -> tuple[nn.Module, Pruner | None, dict]:
@@ -158,10 +169,11 @@ def prune(config: RunConfig, *, model: nn.Module | None = None, splits=None, res
         pruned = hp.prune(config, model=dense.model)
         print(pruned.budget, pruned.pruner.report(pruned.model).sparsity)
     """
+    source = Path(config.prune.source or Path(config.out_dir) / "pretrain" / "final.pt")
+    check_source(config, ctx, "prune", source, model is None or bool(config.prune.source), resume)
     ctx = stage_context(config, ctx, splits, model, ("prune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "prune", model)) is not None:
         return finished
-    source = Path(config.prune.source) if config.prune.source else ctx.out_dir / "pretrain" / "final.pt"
     if model is None or config.prune.source:
         model, _, _ = source_model(ctx, source, model)
     model = model.to(ctx.device)
@@ -200,10 +212,12 @@ def finetune(config: RunConfig, *, model: nn.Module | None = None, pruner: Prune
         tuned = hp.finetune(config, model=pruned.model, pruner=pruned.pruner)
         hp.export_model(tuned.model, "sparse", "model.sparse.safetensors", input_shape=(1, 28, 28))
     """
+    source = Path(config.finetune.source or Path(config.out_dir) / "prune" / "final.pt")
+    check_source(config, ctx, "finetune", source, pruner is None or model is None or bool(config.finetune.source),
+                 resume)
     ctx = stage_context(config, ctx, splits, model, ("finetune",) if resume else ())
     if resume and (finished := _finished_stage(ctx, "finetune", model)) is not None:
         return finished
-    source = Path(config.finetune.source) if config.finetune.source else ctx.out_dir / "prune" / "final.pt"
     if pruner is None or model is None or config.finetune.source:
         model, pruner, _ = source_model(ctx, source, model)
     if pruner is None:

@@ -32,8 +32,9 @@ class FrontierOptions(ScoreSharpnessOptions):
                                         "(uniform, lamp, erk, global-magnitude, or one keep-ratio per layer)")
     rate_step: float = option(0.01, "how far (in logits) one step moves a layer whose marginal value is one "
                                     "root-mean-square away from the others'")
-    frontier: float = option(0.2, "the frontier of a layer: the ceil(f × kept) last kept and as many next pruned "
-                                  "weights, whose mean mask gradient is the layer's marginal value")
+    boundary_width: float = option(0.2, "the boundary of a layer: the ceil(f × kept) last kept and as many next "
+                                        "pruned weights, whose mean mask gradient is the layer's marginal value",
+                                   renamed_from=("frontier",))
     value_decay: float = option(0.99, "decay of the running means of the marginal values and of their squares "
                                       "(1 − the weight of a step)")
     value_scale: str = option("layer", "what a layer's running marginal value is divided by: 'shared', the root "
@@ -52,9 +53,9 @@ class FrontierOptions(ScoreSharpnessOptions):
         parse_strategy(self.init_strategy, "init_strategy")
         if number("rate_step", self.rate_step) < 0:
             raise HarpError(f"rate_step must be >= 0 (0 keeps the initial layer budget), got {self.rate_step}")
-        if not 0.0 < number("frontier", self.frontier) <= 1.0:
-            raise HarpError(f"frontier must lie in (0, 1] (a fraction of each layer's kept weights), "
-                            f"got {self.frontier}")
+        if not 0.0 < number("boundary_width", self.boundary_width) <= 1.0:
+            raise HarpError(f"boundary_width must lie in (0, 1] (a fraction of each layer's kept weights), "
+                            f"got {self.boundary_width}")
         if not 0.0 <= number("value_decay", self.value_decay) < 1.0:
             raise HarpError(f"value_decay must lie in [0, 1), got {self.value_decay}")
         if number("travel", self.travel) != 0 and self.travel <= 1:
@@ -121,7 +122,7 @@ class FrontierPruner(Pruner):
 
     def _set_frontier(self, layers: list[WeightMask]) -> None:
         for layer in layers:
-            layer.rate_frontier = float(self.options.frontier)
+            layer.rate_frontier = float(self.options.boundary_width)
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -21,7 +21,7 @@ What differs from the paper's mechanics (``harp-paper``), and why (measured in d
   the trajectory and falls when they drift below (dual ascent), instead of a fixed per-epoch ramp.
 
 The rate gradient is the STE's, computed from the scores' gradient of the same backward pass: per layer,
-the mean of dL/dM over its frontier (``rate_frontier`` f > 0: the last kept and next pruned weights) or
+the mean of dL/dM over its boundary (``rate_boundary_width`` f > 0: the last kept and next pruned weights) or
 over all its weights (f = 0: the paper's sum(g) / N), plus the size loss's γ / K per kept weight, where
 K = a_t N is the target count.
 """
@@ -55,9 +55,10 @@ class HarpOptions(LayerBoundsOptions):
     init_strategy: str = option("lamp", "the layer budget the allocation starts from and moves with: at every step of "
                                         "the trajectory its keep-ratios at that density, times the learned factors "
                                         "(uniform, lamp, erk, global-magnitude, or one keep-ratio per layer)")
-    rate_frontier: float = option(0.2, "the rate gradient's estimator: f > 0, the mean mask gradient over the "
-                                       "ceil(f × kept) last kept and next pruned weights of the layer (the value of "
-                                       "its next weights); 0: over all its weights (the paper's sum)")
+    rate_boundary_width: float = option(0.2, "the rate gradient's estimator: f > 0, the mean mask gradient over "
+                                             "the layer's boundary, the ceil(f × kept) last kept and next pruned "
+                                             "weights (the value of its next weights); 0: over all its weights "
+                                             "(the paper's sum)", renamed_from=("rate_frontier",))
     rate_reach: float = option(8.0, "how far (in log keep-ratio) a layer's rate can move over the pruning stage: "
                                     "each step moves it by at most rate_reach / the number of pruning steps")
     ramp: float = option(0.5, "the share of the pruning steps over which the budget falls geometrically from the "

@@ -75,15 +75,16 @@ class LayerBoundsOptions(LearnedRateOptions):
 
     min_layer_density: float = option(0.0, "a floor on every layer's keep-ratio (raised to a_min if lower)")
     max_layer_density: float = option(1.0, "a ceiling on every layer's keep-ratio")
-    rate_frontier: float = option(0.0, "0: the paper's rate gradient (the sum of all a layer's mask gradients); "
-                                       "f > 0: N × their mean over the ceil(f × kept) last kept and next pruned "
-                                       "weights (a harp-prune extension)")
+    rate_boundary_width: float = option(0.0, "0: the paper's rate gradient (the sum of all a layer's mask "
+                                             "gradients); f > 0: N × their mean over the layer's boundary, the "
+                                             "ceil(f × kept) last kept and next pruned weights (a harp-prune "
+                                             "extension)", renamed_from=("rate_frontier",))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= number("rate_frontier", self.rate_frontier) <= 1.0:
-            raise HarpError(f"rate_frontier must lie in [0, 1] (0: the paper's rate gradient), "
-                            f"got {self.rate_frontier}")
+        if not 0.0 <= number("rate_boundary_width", self.rate_boundary_width) <= 1.0:
+            raise HarpError(f"rate_boundary_width must lie in [0, 1] (0: the paper's rate gradient), "
+                            f"got {self.rate_boundary_width}")
         low = number("min_layer_density", self.min_layer_density)
         high = number("max_layer_density", self.max_layer_density)
         if not 0.0 <= low < high <= 1.0:
@@ -93,7 +94,7 @@ class LayerBoundsOptions(LearnedRateOptions):
 
 class BoundedRatePruner(LearnedRatePruner):
     """Per-layer bounds [max(a_min, min_layer_density), max_layer_density] on the keep-ratio, checked against
-    the target, and the rate-gradient estimator (``rate_frontier``) given to every layer. Options extend
+    the target, and the rate-gradient estimator (``rate_boundary_width``) given to every layer. Options extend
     ``LayerBoundsOptions``; ``initialize`` calls ``set_bounds`` first."""
 
     def __init__(self, sparsity: float, options: Any = None, **kwargs: Any) -> None:
@@ -108,7 +109,7 @@ class BoundedRatePruner(LearnedRatePruner):
                 "so no layer budget can meet it; widen prune.min_layer_density/prune.max_layer_density"
             )
         self.min_layer_density, self.max_layer_density = low, high
-        self.rate_frontier = float(self.options.rate_frontier)
+        self.rate_frontier = float(self.options.rate_boundary_width)
 
     def set_bounds(self, layers: list[WeightMask]) -> None:
         for layer in layers:

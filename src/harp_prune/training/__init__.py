@@ -7,6 +7,7 @@ class.
 from harp_prune.registry import import_submodules
 from harp_prune.training.checkpoint import (
     build_from_spec,
+    check_checkpoint_exists,
     check_state_dict,
     load_checkpoint,
     load_model,
@@ -50,6 +51,7 @@ __all__ = [
     "build_from_spec",
     "build_objective",
     "build_optimizer",
+    "check_checkpoint_exists",
     "check_state_dict",
     "cosine_lr",
     "first_non_finite",

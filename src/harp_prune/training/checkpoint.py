@@ -20,6 +20,19 @@ FORMAT = "harp-prune-checkpoint"
 VERSION = 1
 # what every stage checkpoint (final, best and last) holds, and what loading one needs
 REQUIRED_KEYS = ("model_spec", "model")
+# how a file torch.save wrote begins: a zip archive, or a pickle (the format before PyTorch 1.6)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _what_it_holds(head: bytes) -> str:
+    """A file that torch.save did not write, in words (``head``: its first bytes)."""
+    try:
+        text = head.decode("utf-8").lstrip()
+    except UnicodeDecodeError:
+        return "data of another format"
+    if not text:
+        return "nothing" if not head else "only white space"
+    return "JSON text" if text[0] in "{[" else "text"
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -32,6 +45,14 @@ def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
     return write_atomic(path, buffer.getbuffer())
+
+
+def check_checkpoint_exists(path: str | os.PathLike[str]) -> Path:
+    """``path``, or the error that names the stage to run first when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarpError(f"checkpoint {path} does not exist; run the stage that writes it first or fix the path")
+    return path
 
 
 def load_verified(path: Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
@@ -53,10 +74,14 @@ def load_verified(path: Path, what: str, fix: str, map_location: str | torch.dev
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint verified by its CRCs with ``weights_only=True``; clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarpError(f"checkpoint {path} does not exist; run the stage that writes it first or fix the path")
-    payload = load_verified(path, "checkpoint", "delete it and rerun the stage that writes it", map_location)
+    path = check_checkpoint_exists(path)
+    with open(path, "rb") as stream:
+        head = stream.read(512)
+    if not head.startswith(TORCH_FILE_STARTS):  # a results file, a config: say what it is, not that it is broken
+        raise HarpError(f"{path} is not a checkpoint (it holds {_what_it_holds(head)}, not a file written by "
+                        "torch.save); give a <stage>/final.pt written by harp, e.g. runs/default/finetune/final.pt")
+    payload = load_verified(path, "checkpoint", "rerun the stage that writes it or give another checkpoint",
+                            map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarpError(f"{path} is not a harp-prune checkpoint; use a file written by harp")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]

@@ -1,17 +1,16 @@
-"""``harp export``: flags and the printed summary (the work is in :func:`export_checkpoint`)."""
+"""``harp export``: flags and the printed summary (the work is in :func:`harp_prune.export.export_checkpoint`;
+imported when the command runs, so that its help needs no torch)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-
-from harp_prune.export import FORMATS, export_checkpoint
-from harp_prune.models.factory import model_from_factory
+from collections.abc import Sequence
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+def add_export_arguments(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
     parser.add_argument("checkpoint", help="a stage checkpoint, e.g. runs/default/finetune/final.pt")
-    parser.add_argument("--format", choices=FORMATS, default="sparse",
+    parser.add_argument("--format", choices=formats, default="sparse",
                         help="zeroed: plain state dict with pruned weights zero; sparse: kept values and positions "
                              "(safetensors); slim: pruned channels (channel masks) or unread input channels "
                              "(weight masks) removed; onnx (default sparse)")
@@ -29,6 +28,9 @@ def _mb(n: float) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from harp_prune.export import export_checkpoint
+    from harp_prune.models.factory import model_from_factory
+
     model = model_from_factory(args.model_factory) if args.model_factory else None
     report = export_checkpoint(args.checkpoint, args.format, args.output, slim=args.slim, model=model)
     if args.json:
