@@ -28,7 +28,7 @@ def main() -> None:
     config = hp.build_config(
         out_dir=args.out, progress=not args.quick,
         attack={"eps": 0.1, "step_size": 0.025, "steps": 2 if args.quick else 10},  # your data: say its threat model
-        pretrain={"epochs": epochs}, prune={"sparsity": 0.95, "epochs": epochs, "gamma0": 0.05},
+        pretrain={"epochs": epochs}, prune={"sparsity": 0.95, "epochs": epochs},
         finetune={"epochs": epochs}, evaluate={"pgd_steps": 2 if args.quick else 20, "sanity_examples": 50},
         data={"batch_size": 64})
 

@@ -84,7 +84,7 @@ BAD_SETTINGS = [
     ("val-fraction-negative", ["--data-val-fraction", "-0.1"], "data.val_fraction must be in [0, 1)"),
     ("test-examples-0", ["--data-test-examples", "0"], "data.test_examples must be >= 1"),
     ("train-examples-negative", ["--data-train-examples", "-3"], "data.train_examples must be >= 1"),
-    ("gamma0-negative", ["--prune-gamma0", "-0.01"], "prune.gamma0 must be >= 0"),
+    ("gamma0-negative", ["--method", "harp-paper", "--prune-gamma0", "-0.01"], "prune.gamma0 must be >= 0"),
     ("pretrain-epochs-negative", ["--pretrain-epochs", "-1"], "pretrain.epochs must be >= 0, got -1"),
     ("finetune-lr-0", ["--finetune-lr", "0"], "finetune.lr must be > 0"),
     ("prune-lr-negative", ["--prune-lr", "-0.1"], "prune.lr must be > 0"),
@@ -130,7 +130,7 @@ def test_compare_jobs_0(tmp_path, capsys):
     ({"data.batch_size": 0}, "data.batch_size must be >= 1"),
     ({"data.eval_batch_size": 0}, "data.eval_batch_size must be >= 1"),
     ({"attack.steps": -1}, "attack.steps must be >= 1"),
-    ({"prune.gamma0": -1.0}, "prune.gamma0 must be >= 0"),
+    ({"prune.method": "harp-paper", "prune.gamma0": -1.0}, "prune.gamma0 must be >= 0"),
     ({"data.val_fraction": 1.5}, "data.val_fraction must be in [0, 1)"),
     ({"data.dataset": "imagenet-21k"}, "unknown data set 'imagenet-21k'"),
 ], ids=["batch-size", "eval-batch-size", "attack-steps", "gamma0", "val-fraction", "unknown-dataset"])

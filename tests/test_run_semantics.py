@@ -25,7 +25,7 @@ from harp_prune.training import load_model
 TINY = ["--no-progress", "--data-train-examples", "200", "--data-test-examples", "50", "--attack-steps", "1",
         "--evaluate-pgd-steps", "2", "--evaluate-eps-sweep", "1,16", "--evaluate-sanity-examples", "50",
         "--pretrain-epochs", "1", "--prune-epochs", "2", "--finetune-epochs", "1", "--data-batch-size", "50",
-        "--prune-gamma0", "0.1"]
+        "--prune-ramp", "0.5"]
 
 
 def tiny_config(out_dir, **values):
@@ -54,7 +54,7 @@ def finished_run(tmp_path_factory):
 
 def test_tiny_config_matches_the_flags(tmp_path):
     config = tiny_config(tmp_path)
-    assert config.evaluate.eps_sweep == "1,16" and config.prune.method_options["gamma0"] == 0.1
+    assert config.evaluate.eps_sweep == "1,16" and config.prune.method_options["ramp"] == 0.5
 
 
 # 1. --resume refuses settings that change a stage's result
