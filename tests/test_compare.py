@@ -177,10 +177,9 @@ def test_a_presets_option_for_methods_not_compared_is_dropped_but_a_flags_is_ref
     assert {cell.method for cell in cells} == {"lamp", "frontier"}
     assert "gamma0" not in config.prune.method_options
     assert "prune.gamma0 (set in compare-full) is taken by none of frontier, lamp" in capsys.readouterr().out
-    config = build_config(preset, {"out_dir": str(tmp_path / "cmp"), "compare.methods": "lamp",
-                                   "prune.gamma0": "0.2"}, file_name="compare-full")
     with pytest.raises(HarpError, match=r"does not take prune.gamma0 \(set in command line\)"):
-        grid(config)
+        grid(build_config(preset, {"out_dir": str(tmp_path / "cmp"), "compare.methods": "lamp",
+                                   "prune.gamma0": "0.2"}, file_name="compare-full"))
 
 
 def test_a_cached_cell_made_under_another_method_default_is_refused(tmp_path):

@@ -52,7 +52,8 @@ def test_harp_meets_its_budget_during_pruning_and_keeps_every_layer(trained_mode
     if sparsity == 0.999:  # the allocation is learned, not uniform: the keep-ratios at the end differ > 2x
         ratios = [count / layer.numel for count, layer in zip(trace[-1]["kept"], pruner.layers, strict=True)]
         assert max(ratios) > 2 * min(ratios)
-    assert pruner.finalize() == 0.0  # on budget already: the projection leaves the masks alone
+    # on budget already: the projection at most nudges the rates to the closest count
+    assert abs(pruner.finalize()) < 0.05 and abs(sum(layer.kept() for layer in pruner.layers) - target) <= 1
 
 
 def test_the_paper_mechanics_do_not_meet_that_budget_while_pruning(trained_model, tiny_data):

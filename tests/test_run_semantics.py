@@ -166,7 +166,8 @@ def test_build_pruner_refuses_unknown_keyword_arguments():
 
 
 def test_data_set_defaults_reach_harp_only(tmp_path):
-    assert pipeline.make_pruner(build_config()).schedule.gamma0 == 0.05  # fashion-mnist-small's default γ0
+    paper = build_config(cli_values={"prune.method": "harp-paper"})
+    assert pipeline.make_pruner(paper).schedule.gamma0 == 0.05  # fashion-mnist-small's default γ0
     assert pipeline.make_pruner(build_config(cli_values={"prune.method": "hydra"})).sparsity == 0.99
     config = build_config(cli_values={"prune.method": "random", "seed": 4})
     assert pipeline.make_pruner(config).seed == 4
@@ -235,7 +236,7 @@ def test_resume_in_an_empty_out_dir_starts_fresh(tmp_path, capsys):
 KILLABLE = ["--no-progress", "--data-train-examples", "400", "--data-test-examples", "100", "--attack-steps", "1",
             "--evaluate-pgd-steps", "2", "--evaluate-eps-sweep", "0.5,1", "--evaluate-sanity-examples", "100",
             "--pretrain-epochs", "3", "--prune-epochs", "3", "--finetune-epochs", "3", "--data-batch-size", "50",
-            "--prune-gamma0", "0.1"]
+            "--prune-ramp", "0.5"]
 
 
 def _harp_run(out, *extra: str) -> subprocess.Popen:

@@ -30,14 +30,15 @@ def test_user_data_without_its_threat_model_is_refused(user_splits, tmp_path, at
 
 
 def test_user_data_with_its_threat_model_logs_the_gamma0_it_takes(user_splits, tmp_path, capsys):
-    config = hp.build_config(out_dir=str(tmp_path), progress=False, attack={"eps": 8 / 255, "step_size": 2 / 255})
+    config = hp.build_config(out_dir=str(tmp_path), progress=False, attack={"eps": 8 / 255, "step_size": 2 / 255},
+                             prune={"method": "harp-paper"})  # the method with a γ0 (harp adapts its γ)
     ctx = hp.prepare(config, user_splits)
     assert ctx.config.attack.eps == 8 / 255
     assert "prune.gamma0 is not set for your own data: taking γ0 = 0.05, the default for fashion-mnist-small" \
         in capsys.readouterr().out
 
     chosen = hp.build_config(out_dir=str(tmp_path), progress=False, attack={"eps": 0.1, "step_size": 0.02},
-                             prune={"gamma0": 0.01})
+                             prune={"method": "harp-paper", "gamma0": 0.01})
     hp.prepare(chosen, user_splits)
     assert "gamma0" not in capsys.readouterr().out
 

@@ -35,7 +35,7 @@ def test_user_model_with_tensors_and_a_dataloader(tiny_data, tmp_path):
     config = hp.build_config(cli_values={
         "out_dir": str(tmp_path / "user"), "progress": False, "attack.steps": 2, "evaluate.pgd_steps": 2,
         "pretrain.epochs": 2, "prune.epochs": 2, "finetune.epochs": 1, "prune.sparsity": 0.95,
-        "prune.gamma0": 0.2, "attack.eps": 0.1, "attack.step_size": 0.025,
+        "attack.eps": 0.1, "attack.step_size": 0.025,
     })
     model = UserNet()
     results = hp.run(config, model=model, splits=splits)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harp_prune.errors import HarpError
-from harp_prune.pruning.budget import budget_slack, masks_kept, project_proportionally
+from harp_prune.pruning.budget import budget_slack, masks_kept, project_proportionally, project_to_budget
 from harp_prune.pruning.masked import (
     Prunable,
     WeightMask,
@@ -175,8 +175,10 @@ class Pruner(ABC):
         return True
 
     def finalize(self) -> float:
-        """Fix the layer budgets so the realised global density meets the target; returns the log of the factor
-        every keep-ratio was multiplied by (0: the masks met the target already and are left alone).
+        """Fix the layer budgets so the realised global density meets the target; returns the shift of the rates
+        (0: the masks met the target already and are left alone). Masks within ``BUDGET_TOLERANCE`` of it get
+        one common shift to the closest count; masks further off get every keep-ratio multiplied by one factor
+        (``project_proportionally``), which keeps their order and proportions.
 
         Each layer's count before the projection is recorded (``WeightMask.learned_kept``), so that the budget
         report can say how far the learned allocation was from the budget."""
@@ -184,8 +186,11 @@ class Pruner(ABC):
         for layer in self.layers:
             layer.learned_kept = layer.kept()
         target = round(self.target_density * sum(layer.numel for layer in self.layers))
-        if abs(masks_kept(self.layers) - target) <= budget_slack(target):
+        kept = masks_kept(self.layers)
+        if kept == target:
             return 0.0
+        if abs(kept - target) <= budget_slack(target):  # a nudge to the closest count: one common shift
+            return project_to_budget(self.layers, self.target_density)
         return project_proportionally(self.layers, self.target_density)
 
     def report(self, model: nn.Module) -> SparsityReport:
