@@ -109,3 +109,12 @@ def test_the_attack_cache_ends_with_the_attack():
     with torch.no_grad():
         pruner.layers[0].rate.fill_(-3.0)  # a new mask must be seen by the next read
     assert int(torch.count_nonzero(model.net.features[0].weight)) == pruner.layers[0].kept()
+
+
+def test_an_attack_on_a_wrapper_leaves_the_wrapped_model_in_its_own_mode():
+    """A new nn.Module is in train mode: restoring only the wrapper's flag would put the wrapped eval-mode model
+    in train mode, and its BatchNorm statistics would move with the next forward pass."""
+    inner = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).eval()
+    wrapper = torch.nn.Sequential(inner)  # in train mode
+    PGD(0.1, 0.025, 2)(wrapper, torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,)))
+    assert wrapper.training and not any(module.training for module in inner.modules())

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harp_prune.attacks.base import Attack, fixed_weights
+from harp_prune.attacks.base import Attack, eval_mode, fixed_weights
 from harp_prune.errors import HarpError
 
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -191,13 +191,8 @@ class AutoAttack(Attack):
 
     def run_chunk(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AutoAttackResult:
         """The evaluation of one chunk (at most ``chunk_size`` points); join the chunks with :meth:`combine`."""
-        was_training = model.training
-        model.eval()
-        try:
-            with fixed_weights(model):  # pruning masks: W * M computed once for the whole chunk
-                return self._run(model, images.detach(), labels)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), fixed_weights(model):  # pruning masks: W * M computed once for the whole chunk
+            return self._run(model, images.detach(), labels)
 
     def combine(self, parts: Sequence[AutoAttackResult]) -> AutoAttackResult:
         """One result for consecutive chunks, in order, with the official Square check on the whole set."""

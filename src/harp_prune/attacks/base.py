@@ -39,13 +39,8 @@ class Attack(ABC):
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Adversarial versions of ``images`` (detached, in [0, 1], within the ball)."""
-        was_training = model.training
-        model.eval()
-        try:
-            with fixed_weights(model):
-                return self.perturb(model, images.detach(), labels).detach()
-        finally:
-            model.train(was_training)
+        with eval_mode(model), fixed_weights(model):
+            return self.perturb(model, images.detach(), labels).detach()
 
     @abstractmethod
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -60,6 +55,23 @@ class Attack(ABC):
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (delta.ndim - 1))
             delta = delta * (self.eps / norms).clamp(max=1.0)
         return (images + delta).clamp(0.0, 1.0)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode within the block; afterwards every submodule gets back the mode it had.
+
+    ``model.train(was_training)`` would restore only the outer flag and set every submodule to it: a wrapper
+    made around an eval-mode model (a new nn.Module is in train mode) would leave the wrapped model in train
+    mode, its BatchNorm statistics updated by whatever ran next.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @contextmanager

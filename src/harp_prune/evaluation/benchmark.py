@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_prune.attacks import ATTACKS, Attack, build_attack
+from harp_prune.attacks.base import eval_mode
 from harp_prune.attacks.registry import split_attack_name
 from harp_prune.data import tensor_dataset
 from harp_prune.errors import HarpError
@@ -64,15 +65,11 @@ def sweep_loader(model: nn.Module, loader: DataLoader, device: torch.device, eps
     are the same for any number of processes.
     """
     split = Split.of(loader)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         hits = evaluate_in_chunks(
             split, spread_subset(len(split), examples), batch_size,
             lambda start, images, labels: sweep_hits(model, images.to(device), labels.to(device), eps, step_size,
                                                      norm, list(multiples), steps, seed, start))
-    finally:
-        model.train(was_training)
     return sweep_report(torch.cat(hits, dim=1), eps, norm, list(multiples), steps)
 
 
@@ -106,13 +103,8 @@ def evaluation_record(model: nn.Module, loader: DataLoader, attacks: dict[str, A
 
 def _check_label_range(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
     """Labels the model has no output for would fail deep inside an attack's loss (an IndexError): name them."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs = model(images[:1].to(device)).shape[-1]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        outputs = model(images[:1].to(device)).shape[-1]
     if int(labels.max()) >= outputs:
         raise HarpError(f"labels must be in [0, {outputs}) for a model with {outputs} outputs, found "
                         f"{int(labels.max())}; give the labels of the classes the model was trained on")

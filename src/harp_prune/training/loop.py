@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from harp_prune import distributed
 from harp_prune.attacks import Attack
-from harp_prune.attacks.base import fixed_weights
+from harp_prune.attacks.base import eval_mode, fixed_weights
 from harp_prune.errors import HarpError
 from harp_prune.progress import progress
 from harp_prune.training.objectives import Objective
@@ -160,20 +160,15 @@ def predictions(model: nn.Module, loader: DataLoader, device: torch.device, atta
     The weights do not change during the pass, so a pruned model's masked weights are computed once for all
     batches, their attacks included (``fixed_weights``; an attack's own cache nests inside it).
     """
-    was_training = model.training
-    model.eval()
     predicted, truth = [], []
-    try:
-        with fixed_weights(model):
-            for images, labels in progress(loader, desc, show_progress):
-                images, labels = images.to(device), labels.to(device)
-                if attack is not None:
-                    images = attack(model, images, labels)
-                with torch.no_grad():
-                    predicted.append(model(images).argmax(1).cpu())
-                truth.append(labels.cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), fixed_weights(model):
+        for images, labels in progress(loader, desc, show_progress):
+            images, labels = images.to(device), labels.to(device)
+            if attack is not None:
+                images = attack(model, images, labels)
+            with torch.no_grad():
+                predicted.append(model(images).argmax(1).cpu())
+            truth.append(labels.cpu())
     predicted_all = torch.cat(predicted) if predicted else torch.empty(0, dtype=torch.long)
     truth_all = torch.cat(truth) if truth else torch.empty(0, dtype=torch.long)
     if isinstance(loader.sampler, distributed.ShardSampler):
